@@ -1,0 +1,3 @@
+from enclave.cli.main import run
+
+run()

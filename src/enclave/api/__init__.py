@@ -1,0 +1,1 @@
+"""HTTP layer: protocol parsing, validation and error shapes. No model logic lives here."""

@@ -1,0 +1,134 @@
+"""One error body for every failure: ``{"error": {"message", "type", "param", "code"}}``.
+
+Exception handlers are installed once on the app. Messages never carry tracebacks, object
+representations or framework internals: an unexpected exception becomes a fixed 500 text
+and is logged with its traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from enclave.errors import InvalidRequestError, RequestError
+
+logger = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def error_body(message: str, error_type: str, param: str | None = None,
+               code: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def request_error_body(error: RequestError) -> dict[str, Any]:
+    return error_body(error.message, error.error_type, error.param, error.code)
+
+
+def request_error_response(error: RequestError) -> JSONResponse:
+    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
+    return JSONResponse(request_error_body(error), status_code=error.status_code, headers=headers)
+
+
+def describe_validation_error(
+    error: ValidationError | RequestValidationError,
+) -> InvalidRequestError:
+    """Turn the first pydantic error into a message that names the field and the value."""
+    first = error.errors()[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    param = _dotted(location)
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    if first.get("type") == "missing":
+        text = f"Missing required field '{param}'."
+    elif param:
+        text = f"Invalid value for '{param}': {message}"
+        if "input" in first and not isinstance(first["input"], dict | list):
+            text += f" (got {first['input']!r})"
+        text += "."
+    else:
+        text = f"Invalid request body: {message}."
+    return InvalidRequestError(text, param=param or None, code="invalid_value")
+
+
+def _dotted(location: list[str]) -> str:
+    text = ""
+    for part in location:
+        if part.isdigit():
+            text += f"[{part}]"
+        elif part in ("str", "list[union[TextPart,OtherPart]]") or "[" in part:
+            continue  # pydantic's name of a union member, not a field
+        else:
+            text += f".{part}" if text else part
+    return text
+
+
+async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
+    """Read and validate a JSON body; raise InvalidRequestError with a clean message."""
+    raw = await request.body()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequestError(
+            f"The request body is not valid JSON ({exc.msg} at position {exc.pos})."
+            if isinstance(exc, json.JSONDecodeError) else "The request body is not UTF-8 JSON.",
+            code="invalid_json",
+        ) from None
+    if not isinstance(data, dict):
+        raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise describe_validation_error(exc) from None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every failure in the OpenAI error shape."""
+
+    @app.exception_handler(RequestError)
+    async def _request_error(request: Request, error: RequestError) -> JSONResponse:
+        logger.info("Request rejected: status=%d code=%s message=%s",
+                    error.status_code, error.code, error.message)
+        return request_error_response(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        return request_error_response(describe_validation_error(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if error.status_code == 404:
+            message = f"Unknown route {request.method} {request.url.path}."
+        elif error.status_code == 405:
+            message = f"Method {request.method} is not allowed on {request.url.path}."
+        else:
+            message = str(error.detail)
+        error_type = _STATUS_TYPES.get(error.status_code, "server_error")
+        return JSONResponse(error_body(message, error_type), status_code=error.status_code,
+                            headers=getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("Unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            error_body("The server had an internal error; the request id is in the "
+                       "X-Request-Id header and the server log.", "server_error"),
+            status_code=500,
+        )

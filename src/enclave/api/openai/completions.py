@@ -1,0 +1,84 @@
+"""POST /v1/completions: continue a prompt string, as JSON or SSE."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response
+
+from enclave.api.openai.protocol import CompletionRequest
+from enclave.api.openai.service import (
+    deadline_seconds,
+    generation_request,
+    new_id,
+    sampling_params,
+    usage,
+)
+from enclave.api.state import AppState
+from enclave.api.streaming import DONE, SSE_HEADERS, collect_text, sse, sse_error
+from enclave.engine.llama_engine import Generation
+from enclave.engine.types import Finished, TextDelta
+from enclave.errors import EngineUnavailableError
+
+
+async def create_completion(request: Request, body: CompletionRequest,
+                            state: AppState) -> Response:
+    body.log_ignored_fields("completion request")
+    engine = await state.pool.get(body.model)
+    tokens = engine.tokenize_prompt(body.prompt_text())
+    generation = engine.submit(generation_request(
+        engine,
+        tokens,
+        sampling_params(body, engine.model.n_vocab),
+        token_limit=body.max_tokens,
+        stop=body.stop_strings(),
+        timeout_s=deadline_seconds(request, state.settings.engine.request_timeout_s),
+    ))
+    head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
+            "model": body.model, "system_fingerprint": None}
+
+    if body.stream:
+        return StreamingResponse(_stream(generation, head, body.include_usage()),
+                                 media_type="text/event-stream", headers=SSE_HEADERS)
+
+    text, finished = await collect_text(request, generation)
+    if finished.reason == "cancelled":
+        raise EngineUnavailableError("The generation was cancelled.", code="cancelled")
+    return JSONResponse({
+        **head,
+        "choices": [{"index": 0, "text": text, "logprobs": None,
+                     "finish_reason": finished.reason}],
+        "usage": usage(finished),
+        "timings": finished.timings.as_dict(),
+    })
+
+
+def _choice(text: str, finish_reason: str | None) -> dict[str, object]:
+    return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
+
+
+async def _stream(generation: Generation, head: dict[str, object],
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    if include_usage:
+        head = {**head, "usage": None}
+    finished: Finished | None = None
+    try:
+        async for event in generation:
+            if isinstance(event, TextDelta):
+                yield sse({**head, "choices": [_choice(event.text, None)]})
+            else:
+                finished = event
+        assert finished is not None
+        if finished.error is not None:
+            yield sse_error(finished.error)
+        else:
+            yield sse({**head, "choices": [_choice("", finished.reason)]})
+            if include_usage:
+                yield sse({**head, "choices": [], "usage": usage(finished),
+                           "timings": finished.timings.as_dict()})
+        yield DONE
+    finally:
+        generation.cancel()

@@ -1,0 +1,1 @@
+"""The enclave command line: one module per command group."""

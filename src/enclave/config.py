@@ -16,19 +16,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from enclave.errors import ConfigError
+from enclave.section import Section
 
 DEFAULT_CONFIG_FILE = Path("enclave.toml")
 ENV_PREFIX = "ENCLAVE_"
-
-
-class Section(BaseModel):
-    """Base of every settings section: unknown keys are errors, so typos do not pass silently."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class ServerSettings(Section):

@@ -1,0 +1,33 @@
+"""Run every benchmark in turn: ``python -m benchmarks [NAME ...]``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import time
+
+# Each module has main() -> None and writes benchmarks/results/<name>.{json,md}.
+BENCHMARKS = [
+    "benchmarks.serving",
+]
+
+
+def run(selected: list[str]) -> int:
+    failures = 0
+    for module_name in BENCHMARKS:
+        short = module_name.rsplit(".", 1)[-1]
+        if selected and short not in selected:
+            continue
+        started = time.perf_counter()
+        print(f"== {short}", flush=True)
+        try:
+            importlib.import_module(module_name).main()
+        except Exception as exc:  # one failing benchmark must not hide the others
+            failures += 1
+            print(f"!! {short} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(f"== {short} took {time.perf_counter() - started:.0f} s", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(sys.argv[1:]))

@@ -130,8 +130,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=default_data_dir, description="Folder of keys, "
                            "audit records and other state.")
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    engine: EngineSettings = Field(default_factory=EngineSettings)
+    server: ServerSettings = Field(default_factory=lambda: ServerSettings())
+    engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
 
     @classmethod
     def settings_customise_sources(

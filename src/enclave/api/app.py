@@ -52,7 +52,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
             allow_headers=["*"],
             expose_headers=["X-Request-Id", "Retry-After"],
         )
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestContextMiddleware, observers=state.observers)
 
     app.include_router(health.router)
     app.include_router(openai_router.router)

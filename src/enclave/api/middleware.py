@@ -6,9 +6,11 @@ import logging
 import re
 import secrets
 import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from enclave.api.lifecycle import RequestRecord
 from enclave.logs import request_id_var
 
 logger = logging.getLogger("enclave.access")
@@ -19,10 +21,11 @@ _ACCEPTED_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
 
 class RequestContextMiddleware:
-    """Assign X-Request-Id, put it in the logging context, and log the outcome."""
+    """Assign X-Request-Id, attach a RequestRecord, log the outcome and tell observers."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, observers: list[Any]) -> None:
         self.app = app
+        self.observers = observers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,6 +34,14 @@ class RequestContextMiddleware:
 
         request_id = self._request_id(scope)
         token = request_id_var.set(request_id)
+        client = scope.get("client")
+        record = RequestRecord(
+            request_id=request_id,
+            method=scope["method"],
+            route=scope["path"],
+            client=client[0] if client else None,
+        )
+        scope.setdefault("state", {})["enclave_record"] = record
         started = time.perf_counter()
         status = 0
 
@@ -38,6 +49,7 @@ class RequestContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                record.status = status
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
                 message = {**message, "headers": headers}
@@ -46,6 +58,9 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            if status == 0:
+                record.status = 499  # the client went away before a response started
+            self._notify(record)
             logger.info(
                 "%s %s %d %.1f ms", scope["method"], scope["path"], status,
                 (time.perf_counter() - started) * 1000.0,
@@ -54,9 +69,18 @@ class RequestContextMiddleware:
             )
             request_id_var.reset(token)
 
+    def _notify(self, record: RequestRecord) -> None:
+        for observer in self.observers:
+            try:
+                observer.request_finished(record)
+            except Exception:
+                logger.exception("Observer %s failed on request_finished",
+                                 type(observer).__name__)
+        record.input_text = None
+
     @staticmethod
     def _request_id(scope: Scope) -> str:
         for name, value in scope.get("headers", []):
             if name == REQUEST_ID_HEADER and _ACCEPTED_ID.match(value):
-                return value.decode()
+                return bytes(value).decode()
         return f"req-{secrets.token_hex(8)}"

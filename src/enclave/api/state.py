@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends
 from starlette.requests import Request
@@ -19,6 +19,8 @@ class AppState:
     ready: bool = False
     started_at: float = field(default=0.0)
     base_url: str = ""
+    # RequestObserver instances (audit, metrics, rate limits); see api/lifecycle.py.
+    observers: list[Any] = field(default_factory=list)
 
 
 def get_state(request: Request) -> AppState:

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from enclave.api.errors import request_error_body
+from enclave.api.lifecycle import note_finished, record_of
 from enclave.engine.llama_engine import Generation
 from enclave.engine.types import Finished, TextDelta
 from enclave.errors import RequestError
@@ -61,15 +62,18 @@ class DisconnectWatch:
 
 async def collect_text(request: Request, generation: Generation) -> tuple[str, Finished]:
     """Gather a whole generation; raise its error, cancel it if the client disconnects."""
+    record = record_of(request)
     parts: list[str] = []
     finished: Finished | None = None
     with DisconnectWatch(request, generation):
         async for event in generation:
             if isinstance(event, TextDelta):
                 parts.append(event.text)
+                record.mark_output(event.text, event.tokens)
             else:
                 finished = event
     assert finished is not None
+    note_finished(record, finished)
     if finished.error is not None:
         raise finished.error
     return "".join(parts), finished

@@ -26,7 +26,7 @@ _llama_logger = logging.getLogger("enclave.llama_cpp")
 _last_level = logging.DEBUG
 
 
-@llama_cpp.llama_log_callback
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
 def _forward_llama_log(level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
     global _last_level
     python_level = _last_level if level == 5 else _LLAMA_LOG_LEVELS.get(level, logging.DEBUG)
@@ -116,7 +116,7 @@ class LlamaModel:
 
     def token_text(self, token: int) -> str:
         """Return the vocabulary entry of a token, special tokens included."""
-        text = llama_cpp.llama_vocab_get_text(self.vocab, token)
+        text: bytes | None = llama_cpp.llama_vocab_get_text(self.vocab, token)
         return text.decode("utf-8", errors="replace") if text else ""
 
     @property

@@ -96,7 +96,7 @@ class SamplerChain:
     def _add_logit_bias(self, bias: dict[int, float], vocab: llama_cpp.llama_vocab_p) -> None:
         entries = (llama_cpp.llama_logit_bias * len(bias))()
         for index, (token, value) in enumerate(bias.items()):
-            entries[index].token = token
+            entries[index].token = token  # type: ignore[assignment]
             entries[index].bias = value
         n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._add(

@@ -156,7 +156,9 @@ class Scheduler:
         params.n_threads_batch = self.config.threads
         params.kv_unified = self.config.kv_unified
         params.no_perf = False
-        context = llama_cpp.llama_init_from_model(self.model.pointer, params)
+        context: llama_cpp.llama_context_p = llama_cpp.llama_init_from_model(
+            self.model.pointer, params
+        )
         if not context:
             raise EngineFailure(
                 f"llama.cpp could not create a context of {self.config.kv_cache_tokens} tokens "
@@ -223,7 +225,6 @@ class Scheduler:
             self._thread.join(timeout=30)
         llama_cpp.llama_batch_free(self._batch)
         llama_cpp.llama_free(self._context)
-        self._context = None
 
     @property
     def failure(self) -> str | None:

@@ -4,7 +4,7 @@ The template normally comes from the GGUF file (``tokenizer.chat_template``) and
 in Jinja's immutable sandbox, because a model file is untrusted input: a template can read
 nothing but the values passed in and cannot change them. A file without a template, or a
 ``engine.chat_template`` setting, selects one of the named templates shipped in
-``templates/`` or a ``.jinja`` file.
+``chat_templates/`` or a ``.jinja`` file.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ FALLBACK_TEMPLATE = "chatml"
 
 def named_templates() -> list[str]:
     """Return the names of the templates shipped with Enclave."""
-    folder = resources.files("enclave.engine").joinpath("templates")
+    folder = resources.files("enclave.engine").joinpath("chat_templates")
     return sorted(entry.name.removesuffix(".jinja") for entry in folder.iterdir()
                   if entry.name.endswith(".jinja"))
 
@@ -100,7 +100,7 @@ def read_named_template(name: str) -> str:
     if path.suffix == ".jinja" and path.is_file():
         return path.read_text(encoding="utf-8")
     if name in named_templates():
-        folder = resources.files("enclave.engine").joinpath("templates")
+        folder = resources.files("enclave.engine").joinpath("chat_templates")
         return folder.joinpath(f"{name}.jinja").read_text(encoding="utf-8")
     raise ConfigError(
         f"Chat template {name!r} not found. Use one of {', '.join(named_templates())} "

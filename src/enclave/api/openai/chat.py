@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from enclave.api.lifecycle import RequestRecord, accept, note_finished
 from enclave.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from enclave.api.openai.service import (
     deadline_seconds,
@@ -43,6 +44,14 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             entry["tool_call_id"] = message.tool_call_id
         converted.append(entry)
     return converted
+
+
+def last_user_text(messages: list[dict[str, Any]]) -> str:
+    """Return the newest user message: the query an audit excerpt shows."""
+    for message in reversed(messages):
+        if message["role"] == "user":
+            return str(message["content"])
+    return ""
 
 
 def _reject_unimplemented(body: ChatCompletionRequest) -> None:
@@ -92,7 +101,8 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest,
     body.log_ignored_fields("chat completion request")
     engine = await state.pool.get(body.model)
 
-    prompt = engine.render_prompt(template_messages(body.messages))
+    messages = template_messages(body.messages)
+    prompt = engine.render_prompt(messages)
     tokens = engine.tokenize_prompt(prompt)
     generation_input = generation_request(
         engine,
@@ -102,30 +112,34 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest,
         stop=body.stop_strings(),
         timeout_s=deadline_seconds(request, state.settings.engine.request_timeout_s),
     )
+    record = accept(request, model=body.model, input_text=last_user_text(messages),
+                    stream=body.stream)
     generation = engine.submit(generation_input)
     response_id, created = new_id("chatcmpl"), int(time.time())
 
     if body.stream:
         encoder = ChatChunkEncoder(response_id, created, body.model, body.include_usage())
         return StreamingResponse(
-            _stream(generation, encoder, body.include_usage()),
+            _stream(generation, encoder, body.include_usage(), record),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
     return await _complete(request, generation, response_id, created, body.model)
 
 
-async def _stream(generation: Generation, encoder: ChatChunkEncoder,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+async def _stream(generation: Generation, encoder: ChatChunkEncoder, include_usage: bool,
+                  record: RequestRecord) -> AsyncIterator[bytes]:
     finished: Finished | None = None
     try:
         yield encoder.delta({"role": "assistant", "content": ""})
         async for event in generation:
             if isinstance(event, TextDelta):
+                record.mark_output(event.text, event.tokens)
                 yield encoder.content(event.text)
             else:
                 finished = event
         assert finished is not None
+        note_finished(record, finished)
         if finished.error is not None:
             yield sse_error(finished.error)
         else:

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from enclave.api.lifecycle import RequestRecord, accept, note_finished
 from enclave.api.openai.protocol import CompletionRequest
 from enclave.api.openai.service import (
     deadline_seconds,
@@ -29,19 +30,22 @@ async def create_completion(request: Request, body: CompletionRequest,
     body.log_ignored_fields("completion request")
     engine = await state.pool.get(body.model)
     tokens = engine.tokenize_prompt(body.prompt_text())
-    generation = engine.submit(generation_request(
+    generation_input = generation_request(
         engine,
         tokens,
         sampling_params(body, engine.model.n_vocab),
         token_limit=body.max_tokens,
         stop=body.stop_strings(),
         timeout_s=deadline_seconds(request, state.settings.engine.request_timeout_s),
-    ))
+    )
+    record = accept(request, model=body.model, input_text=body.prompt_text(),
+                    stream=body.stream)
+    generation = engine.submit(generation_input)
     head = {"id": new_id("cmpl"), "object": "text_completion", "created": int(time.time()),
             "model": body.model, "system_fingerprint": None}
 
     if body.stream:
-        return StreamingResponse(_stream(generation, head, body.include_usage()),
+        return StreamingResponse(_stream(generation, head, body.include_usage(), record),
                                  media_type="text/event-stream", headers=SSE_HEADERS)
 
     text, finished = await collect_text(request, generation)
@@ -60,18 +64,20 @@ def _choice(text: str, finish_reason: str | None) -> dict[str, object]:
     return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish_reason}
 
 
-async def _stream(generation: Generation, head: dict[str, object],
-                  include_usage: bool) -> AsyncIterator[bytes]:
+async def _stream(generation: Generation, head: dict[str, object], include_usage: bool,
+                  record: RequestRecord) -> AsyncIterator[bytes]:
     if include_usage:
         head = {**head, "usage": None}
     finished: Finished | None = None
     try:
         async for event in generation:
             if isinstance(event, TextDelta):
+                record.mark_output(event.text, event.tokens)
                 yield sse({**head, "choices": [_choice(event.text, None)]})
             else:
                 finished = event
         assert finished is not None
+        note_finished(record, finished)
         if finished.error is not None:
             yield sse_error(finished.error)
         else:

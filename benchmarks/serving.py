@@ -1,0 +1,280 @@
+"""Serving benchmark: raw llama.cpp decode against the HTTP server, in one run.
+
+Rows, all on the same model and thread count, greedy sampling, end-of-generation tokens
+banned through logit_bias so every answer has the same length:
+
+1. raw decode through llama-cpp-python's low-level API: batch of 1 and batch of 8 sequences;
+   and llama-cpp-python's high-level ``Llama.create_completion`` streaming the same prompt;
+2. the server, one streaming client: decode tokens/s and time to first token;
+3. the server, 8 concurrent streaming clients: aggregate tokens/s, TTFT p50/p95;
+4. time to first token of a request that repeats a 1,000-token system prompt, against the
+   first request that had to prefill it.
+
+The server runs as a subprocess (``enclave serve``); clients stream over loopback with httpx.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import llama_cpp
+from tests.server import DEFAULT_MODEL, running_server
+
+from benchmarks.common import markdown_table, write_results
+from enclave.engine.llama_engine import available_cpus
+from enclave.engine.llama_model import LlamaModel
+from enclave.models.embedded import default_chat_model
+
+PROMPT = "Write a detailed essay about the history of the printing press in Europe."
+SYSTEM_PARAGRAPH = (
+    "You are the assistant of a regional bank's compliance team. Answer questions about "
+    "internal policies precisely, cite the policy section you rely on, and say when a "
+    "question falls outside the policies you were given. "
+)
+SYSTEM_REPEATS = 25
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+# Raw llama.cpp, called directly.
+
+
+def raw_decode_rate(model: LlamaModel, sequences: int, tokens: int, threads: int) -> float:
+    """Return tokens/s of greedy decoding ``sequences`` streams in one batch each step."""
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = 4096
+    params.n_batch = 512
+    params.n_ubatch = 512
+    params.n_seq_max = max(sequences, 1)
+    params.n_threads = threads
+    params.n_threads_batch = threads
+    params.kv_unified = True
+    context = llama_cpp.llama_init_from_model(model.pointer, params)
+    batch = llama_cpp.llama_batch_init(512, 0, 1)
+    samplers = [_greedy_without_eog(model) for _ in range(sequences)]
+    try:
+        prompt = model.tokenize(PROMPT, add_special=True, parse_special=False)
+        for seq in range(sequences):
+            _fill_prompt(batch, prompt, seq)
+            assert llama_cpp.llama_decode(context, batch) == 0
+        next_tokens = [samplers[s].sample(context, len(prompt) - 1) for s in range(sequences)]
+        position = len(prompt)
+        started = time.perf_counter()
+        for _ in range(tokens):
+            batch.n_tokens = sequences
+            for seq in range(sequences):
+                batch.token[seq] = next_tokens[seq]
+                batch.pos[seq] = position
+                batch.n_seq_id[seq] = 1
+                batch.seq_id[seq][0] = seq
+                batch.logits[seq] = True
+            assert llama_cpp.llama_decode(context, batch) == 0
+            next_tokens = [samplers[s].sample(context, s) for s in range(sequences)]
+            position += 1
+        return sequences * tokens / (time.perf_counter() - started)
+    finally:
+        for sampler in samplers:
+            sampler.close()
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(context)
+
+
+def _fill_prompt(batch: Any, tokens: list[int], seq: int) -> None:
+    batch.n_tokens = len(tokens)
+    for index, token in enumerate(tokens):
+        batch.token[index] = token
+        batch.pos[index] = index
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq
+        batch.logits[index] = index == len(tokens) - 1
+
+
+def _eog_tokens(model: LlamaModel) -> list[int]:
+    return [token for token in range(model.n_vocab) if model.is_end_of_generation(token)]
+
+
+def _greedy_without_eog(model: LlamaModel) -> Any:
+    from enclave.engine.sampling import SamplerChain, SamplingParams
+
+    bias = {token: -1e9 for token in _eog_tokens(model)}
+    return SamplerChain(SamplingParams(temperature=0.0, logit_bias=bias), model.vocab)
+
+
+def high_level_rate(path: Path, tokens: int, threads: int) -> float:
+    """Return tokens/s of llama-cpp-python's own Llama.create_completion, streamed."""
+    llama = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
+                            verbose=False)
+    try:
+        eog = {str(token): -100.0 for token in range(llama.n_vocab())
+               if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llama.model),
+                                               token)}
+        stamps = []
+        for _ in llama.create_completion(PROMPT, max_tokens=tokens, temperature=0.0,
+                                         stream=True, logit_bias=eog):
+            stamps.append(time.perf_counter())
+        return (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    finally:
+        llama.close()
+
+
+# The server, through HTTP.
+
+
+async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Stream one chat completion; return TTFT, decode rate and token count seen by the client."""
+    started = time.perf_counter()
+    stamps: list[float] = []
+    async with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+                stamps.append(time.perf_counter())
+    decode_s = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
+    return {
+        "ttft_s": stamps[0] - started if stamps else float("nan"),
+        "tokens": len(stamps),
+        "decode_tokens_per_s": (len(stamps) - 1) / decode_s if decode_s else 0.0,
+        "first": stamps[0] if stamps else started,
+        "last": stamps[-1] if stamps else started,
+    }
+
+
+def chat_body(content: str, tokens: int, eog_bias: dict[str, float],
+              system: str | None = None) -> dict[str, Any]:
+    messages = [{"role": "system", "content": system}] if system else []
+    messages.append({"role": "user", "content": content})
+    return {"model": DEFAULT_MODEL, "messages": messages, "stream": True, "temperature": 0,
+            "max_tokens": tokens, "logit_bias": eog_bias}
+
+
+async def server_rows(base_url: str, tokens: int, eog_bias: dict[str, float],
+                      repeats: int) -> dict[str, Any]:
+    url = base_url + "/v1/chat/completions"
+    async with httpx.AsyncClient(timeout=300) as client:
+        await stream_once(client, url, chat_body("Hello", 8, eog_bias))  # warm-up
+
+        singles = [await stream_once(client, url, chat_body(f"{PROMPT} ({index})", tokens,
+                                                            eog_bias))
+                   for index in range(repeats)]
+
+        concurrent = []
+        for round_index in range(repeats):
+            started = time.perf_counter()
+            results = await asyncio.gather(*[
+                stream_once(client, url, chat_body(f"{PROMPT} Variant {round_index}-{index}.",
+                                                   tokens, eog_bias))
+                for index in range(8)
+            ])
+            elapsed = max(r["last"] for r in results) - started
+            concurrent.append({
+                "aggregate_tokens_per_s": sum(r["tokens"] for r in results) / elapsed,
+                "ttfts": [r["ttft_s"] for r in results],
+            })
+
+        system = SYSTEM_PARAGRAPH * SYSTEM_REPEATS  # about 1,000 tokens
+        prefix_first = await stream_once(client, url, chat_body("What is policy 4.2?", 4,
+                                                                eog_bias, system))
+        prefix_second = await stream_once(client, url, chat_body("Who approves loans?", 4,
+                                                                 eog_bias, system))
+    ttfts = [t for round_ in concurrent for t in round_["ttfts"]]
+    return {
+        "single_decode_tokens_per_s": statistics.median(s["decode_tokens_per_s"] for s in singles),
+        "single_ttft_s": statistics.median(s["ttft_s"] for s in singles),
+        "concurrent_aggregate_tokens_per_s": statistics.median(
+            r["aggregate_tokens_per_s"] for r in concurrent),
+        "concurrent_ttft_p50_s": percentile(ttfts, 0.5),
+        "concurrent_ttft_p95_s": percentile(ttfts, 0.95),
+        "prefix_first_ttft_s": prefix_first["ttft_s"],
+        "prefix_second_ttft_s": prefix_second["ttft_s"],
+    }
+
+
+def system_prompt_tokens(model: LlamaModel) -> int:
+    text = SYSTEM_PARAGRAPH * SYSTEM_REPEATS
+    return len(model.tokenize(text, add_special=False, parse_special=False))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per stream")
+    parser.add_argument("--repeats", type=int, default=3, help="repetitions of each server row")
+    parser.add_argument("--threads", type=int, default=available_cpus())
+    args = parser.parse_args(argv if argv is not None else [])
+
+    path = default_chat_model()
+    model = LlamaModel(path)
+    raw_1 = statistics.median(raw_decode_rate(model, 1, args.tokens, args.threads)
+                              for _ in range(args.repeats))
+    raw_8 = statistics.median(raw_decode_rate(model, 8, args.tokens, args.threads)
+                              for _ in range(args.repeats))
+    high_level = high_level_rate(path, args.tokens, args.threads)
+    eog_bias = {str(token): -100.0 for token in _eog_tokens(model)}
+    prefix_tokens = system_prompt_tokens(model)
+    model.close()
+
+    with tempfile.TemporaryDirectory() as tmp, running_server(
+        Path(tmp), "--parallel", "8",
+        env={"ENCLAVE_ENGINE__THREADS": str(args.threads), "ENCLAVE_SERVER__LOG_LEVEL": "warning"},
+    ) as server:
+        served = asyncio.run(server_rows(server.base_url, args.tokens, eog_bias, args.repeats))
+
+    results = {
+        "model": DEFAULT_MODEL,
+        "threads": args.threads,
+        "tokens_per_stream": args.tokens,
+        "raw_batch1_tokens_per_s": raw_1,
+        "raw_batch8_tokens_per_s": raw_8,
+        "high_level_llama_cpp_python_tokens_per_s": high_level,
+        "system_prompt_tokens": prefix_tokens,
+        **served,
+    }
+    ratios = {
+        "single_vs_raw_batch1": served["single_decode_tokens_per_s"] / raw_1,
+        "concurrent_vs_raw_batch8": served["concurrent_aggregate_tokens_per_s"] / raw_8,
+        "concurrent_vs_single": served["concurrent_aggregate_tokens_per_s"]
+        / served["single_decode_tokens_per_s"],
+        "prefix_second_vs_first_ttft": served["prefix_second_ttft_s"]
+        / served["prefix_first_ttft_s"],
+    }
+    rows = [
+        ["raw llama.cpp decode, batch 1", f"{raw_1:.1f} tok/s", ""],
+        ["raw llama.cpp decode, batch 8", f"{raw_8:.1f} tok/s (aggregate)",
+         f"{raw_8 / raw_1:.2f}x batch 1"],
+        ["llama-cpp-python Llama.create_completion, streamed", f"{high_level:.1f} tok/s", ""],
+        ["server, 1 stream: decode", f"{served['single_decode_tokens_per_s']:.1f} tok/s",
+         f"{ratios['single_vs_raw_batch1']:.0%} of raw batch 1 (target >= 90%)"],
+        ["server, 1 stream: TTFT", f"{served['single_ttft_s'] * 1000:.0f} ms", ""],
+        ["server, 8 streams: aggregate",
+         f"{served['concurrent_aggregate_tokens_per_s']:.1f} tok/s",
+         f"{ratios['concurrent_vs_raw_batch8']:.0%} of raw batch 8 (target >= 85%); "
+         f"{ratios['concurrent_vs_single']:.2f}x single stream (target >= 1.6x)"],
+        ["server, 8 streams: TTFT p50 / p95",
+         f"{served['concurrent_ttft_p50_s'] * 1000:.0f} / "
+         f"{served['concurrent_ttft_p95_s'] * 1000:.0f} ms", ""],
+        [f"{prefix_tokens}-token system prompt: TTFT first / repeated",
+         f"{served['prefix_first_ttft_s'] * 1000:.0f} / "
+         f"{served['prefix_second_ttft_s'] * 1000:.0f} ms",
+         f"{ratios['prefix_second_vs_first_ttft']:.0%} (target <= 25%)"],
+    ]
+    markdown = (f"Serving benchmark: {DEFAULT_MODEL}, {args.threads} threads, "
+                f"{args.tokens} tokens per stream, greedy, median of {args.repeats}.\n\n"
+                + markdown_table(["measure", "value", "against target"], rows))
+    path_md = write_results("serving", {"results": results, "ratios": ratios}, markdown)
+    print(markdown)
+    print(f"written to {path_md}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

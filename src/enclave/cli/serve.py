@@ -82,6 +82,11 @@ def run_server(settings: Settings) -> None:
     base_url = f"http://{display_host}:{bound_port}"
 
     app = create_app(settings)
+    try:
+        app.state.enclave.pool.load_default()
+    except BaseException:
+        sock.close()
+        raise
     app.state.enclave.base_url = base_url
     config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=10,
                             access_log=False, lifespan="on")

@@ -29,8 +29,18 @@ class EnginePool:
     def loaded(self) -> dict[str, LlamaEngine]:
         return dict(self._engines)
 
+    def load_default(self) -> LlamaEngine:
+        """Load the default model now, on this thread; used before the server starts so that
+        a broken model file is reported as a start-up error, not a failed lifespan."""
+        engine = self._engines.get(self.default_id)
+        if engine is None:
+            entry = self.registry.default
+            engine = LlamaEngine.load(entry.id, entry.path, self.settings)
+            self._engines[entry.id] = engine
+        return engine
+
     async def start(self) -> LlamaEngine:
-        """Load the default model."""
+        """Load the default model, unless load_default() already did."""
         return await self.get(self.default_id)
 
     async def get(self, model_id: str) -> LlamaEngine:

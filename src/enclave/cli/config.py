@@ -1,0 +1,29 @@
+"""``enclave config``: show the effective settings, or the reference of every setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from enclave.config import load_settings
+from enclave.settings_reference import effective_toml, reference_markdown
+
+app = typer.Typer(help="Inspect settings.", no_args_is_help=True)
+
+
+@app.command("show")
+def show(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml.",
+    )] = None,
+) -> None:
+    """Print the settings in force (file, environment and defaults) as TOML, secrets masked."""
+    typer.echo(effective_toml(load_settings(config)), nl=False)
+
+
+@app.command("reference")
+def reference() -> None:
+    """Print the markdown reference of every setting (docs/configuration.md)."""
+    typer.echo(reference_markdown(), nl=False)

@@ -28,11 +28,16 @@ async def list_models(state: StateDep) -> dict[str, Any]:
         engine = loaded.get(entry.id)
         created = engine.info.created if engine else int(entry.path.stat().st_mtime)
         data.append(_model_object(entry.id, created))
+    if state.embeddings:
+        data.extend(_model_object(model_id, state.embeddings.created)
+                    for model_id in state.embeddings.model_ids())
     return {"object": "list", "data": data}
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, state: StateDep) -> dict[str, Any]:
+    if state.embeddings and model_id in state.embeddings.model_ids():
+        return _model_object(model_id, state.embeddings.created)
     entry = state.pool.registry.get(model_id)
     return _model_object(entry.id, int(entry.path.stat().st_mtime))
 

@@ -1,0 +1,1 @@
+"""Embeddings and rerank: a local sentence-embedding model served through llama.cpp."""

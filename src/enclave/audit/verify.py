@@ -26,7 +26,7 @@ from enclave.audit.store import Anchor, AuditStore
 
 # Hashes of the most recent rows, so a broken link can be traced to the row it skips to.
 _RECENT_HASHES = 4096
-_RANGE_SUFFIX = " (first of the range)"
+RANGE_NOTE = "(first of the range)"
 _COLUMN_NAMES = ("kind", "time_us", "request_id", "user_id", "model", "status", "error_code")
 
 
@@ -56,10 +56,12 @@ class Break:
     last_seq: int
     template: str
     values: dict[str, Any] = field(default_factory=dict)
+    merged: bool = False  # several neighbouring breaks; the detail is the first one's
 
     @property
     def detail(self) -> str:
-        return self.template.format(**self.values)
+        text = self.template.format(**self.values)
+        return f"{text} {RANGE_NOTE}" if self.merged else text
 
     def span(self) -> str:
         if self.first_seq == self.last_seq:
@@ -351,11 +353,9 @@ def merge_breaks(breaks: list[Break]) -> list[Break]:
         previous = merged[-1] if merged else None
         if (previous is not None and previous.kind == item.kind
                 and item.first_seq <= previous.last_seq + 1):
-            template = previous.template
-            if not template.endswith(_RANGE_SUFFIX):
-                template += _RANGE_SUFFIX
             merged[-1] = Break(previous.kind, previous.first_seq,
-                               max(previous.last_seq, item.last_seq), template, previous.values)
+                               max(previous.last_seq, item.last_seq), previous.template,
+                               previous.values, merged=True)
             continue
         merged.append(item)
     return merged

@@ -33,7 +33,12 @@ from enclave.audit.signing import (
     trusted_keys,
 )
 from enclave.audit.store import AuditStore, SearchFilter, StoreOptions
-from enclave.audit.verify import VerifyReport, latest_valid_checkpoint, verify_chain
+from enclave.audit.verify import (
+    RANGE_NOTE,
+    VerifyReport,
+    latest_valid_checkpoint,
+    verify_chain,
+)
 from enclave.config import Settings, load_settings
 from enclave.i18n import _
 
@@ -139,12 +144,15 @@ def _print_report(report: VerifyReport) -> None:
                      start=_start_label(report.start), start_seq=report.start_seq,
                      checkpoints=report.checkpoints_checked))
         return
-    typer.echo(_("Chain broken: {count} problems in {records} records verified from the "
-                 "{start} (seq {start_seq}).", count=len(report.breaks),
+    typer.echo(_("Chain broken. Problems found: {count}, in {records} records verified from "
+                 "the {start} (seq {start_seq}).", count=len(report.breaks),
                  records=report.records_checked, start=_start_label(report.start),
                  start_seq=report.start_seq))
     for item in report.breaks:
-        typer.echo(f"  {item.span()}  {item.kind}: {_(item.template, **item.values)}")
+        detail = _(item.template, **item.values)
+        if item.merged:
+            detail += " " + _(RANGE_NOTE)
+        typer.echo(f"  {item.span()}  {item.kind}: {detail}")
 
 
 def _report_json(report: VerifyReport) -> str:

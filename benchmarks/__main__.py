@@ -9,6 +9,7 @@ import time
 # Each module has main() -> None and writes benchmarks/results/<name>.{json,md}.
 BENCHMARKS = [
     "benchmarks.serving",
+    "benchmarks.pii",
 ]
 
 

@@ -38,6 +38,8 @@ def test_detection_next_to_chinese_characters(text: str, expected: list[tuple[st
     (f"1{ID}", "digit before"),
     (f"{ID}5", "digit after"),
     (f"流水号9{ID}08", "inside a longer digit string"),
+    (f"0.{ID}", "decimal fraction"),
+    (f"{USCC}-01", "dashed code"),
     (f"SO{PHONE}", "letters before"),
     (f"{PHONE}0", "12 digits"),
     (f"3.{PHONE}", "decimal fraction"),
@@ -48,7 +50,7 @@ def test_detection_next_to_chinese_characters(text: str, expected: list[tuple[st
     ("192.168.1.1.5", "five dotted parts"),
     ("v10.0.0.1", "letter before"),
 ])
-def test_detection_refuses_partial_numbers(text: str, reason: str) -> None:
+def test_partial_numbers_not_reported(text: str, reason: str) -> None:
     assert found(text) == [], reason
 
 
@@ -102,6 +104,8 @@ def test_invalid_resident_id_not_reported() -> None:
     ("地址fe80::1ff:fe23:4567:890a。", "fe80::1ff:fe23:4567:890a"),
     ("mapped ::ffff:192.0.2.1 here", "::ffff:192.0.2.1"),
     ("loopback ::1.", "::1"),
+    ("登录IP：fe80::fb13", "fe80::fb13"),
+    ("ip:2001:DB8::8A2E", "2001:DB8::8A2E"),
 ])
 def test_ipv6_forms(text: str, expected: str) -> None:
     assert found(text) == [("IP_ADDRESS", expected)]

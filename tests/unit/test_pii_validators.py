@@ -106,6 +106,23 @@ def test_uscc_invalid(value: str, reason: str) -> None:
     assert not is_valid_uscc(value), reason
 
 
+def with_uscc_check(first17: str) -> str:
+    return first17 + reference_uscc_check(first17)
+
+
+@pytest.mark.parametrize(("value", "reason"), [
+    (with_uscc_check("20240727732482238"), "no institution category 0 (date-prefixed number)"),
+    (with_uscc_check("B1440300715267260"), "B is not a registration department"),
+    (with_uscc_check("11010119990431300"), "shaped like a mistyped resident ID"),
+])
+def test_uscc_structure_rejected_despite_check(value: str, reason: str) -> None:
+    assert not is_valid_uscc(value), reason
+
+
+def test_uscc_government_code_accepted() -> None:
+    assert is_valid_uscc(with_uscc_check("11100000000013127"))
+
+
 def test_luhn_matches_reference() -> None:
     generator = random.Random(3)
     for _ in range(2000):
@@ -138,11 +155,13 @@ def test_bank_card_invalid(digits: str, reason: str) -> None:
 
 def test_bank_card_rejects_resident_id_shape() -> None:
     # A mistyped resident ID (wrong check digit) that happens to pass Luhn is not a card.
-    first17 = "44030519900307" + "123"
-    wrong = next(first17[:-1] + str(last) + check for last in range(10)
-                 for check in "0123456789"
-                 if reference_luhn(first17[:-1] + str(last) + check)
-                 and check != reference_resident_id_check(first17[:-1] + str(last)))
-    assert reference_luhn(wrong)
-    assert not is_valid_resident_id(wrong, TODAY)
-    assert not is_valid_bank_card(wrong)
+    mistyped = None
+    for last_digit in "0123456789":
+        first17 = "4403051990030712" + last_digit
+        for check in "0123456789":
+            candidate = first17 + check
+            if check != reference_resident_id_check(first17) and reference_luhn(candidate):
+                mistyped = candidate
+    assert mistyped is not None
+    assert not is_valid_resident_id(mistyped, TODAY)
+    assert not is_valid_bank_card(mistyped)

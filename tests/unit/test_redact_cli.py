@@ -1,14 +1,19 @@
-"""``enclave redact`` run as a real process on temporary JSONL files."""
+"""``enclave redact`` on temporary JSONL files, in process and once as a real process."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from enclave.cli.main import run
 
 RECORDS = [
     {"id": 1, "note": "客户手机13812345678", "messages": [
@@ -19,14 +24,37 @@ RECORDS = [
 ]
 
 
-def run_redact(args: list[str], cwd: Path, stdin: str | None = None,
-               lang: str = "C.UTF-8") -> subprocess.CompletedProcess[str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("ENCLAVE_")}
-    env.update(LANG=lang, LC_ALL=lang)
-    return subprocess.run(
-        [sys.executable, "-m", "enclave", "redact", *args], cwd=cwd, env=env, input=stdin,
-        capture_output=True, text=True, timeout=60, check=False,
-    )
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+RunRedact = Callable[..., Outcome]
+
+
+@pytest.fixture
+def run_redact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> RunRedact:
+    """Return a function that runs ``enclave redact ARGS`` through the CLI entry point."""
+    for key in [key for key in os.environ if key.startswith("ENCLAVE_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+
+    def invoke(args: list[str], stdin: str = "", lang: str = "C.UTF-8") -> Outcome:
+        monkeypatch.setenv("LANG", lang)
+        monkeypatch.setenv("LC_ALL", lang)
+        monkeypatch.setattr(sys, "argv", ["enclave", "redact", *args])
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(stdin.encode())))
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exited:
+            run()
+        captured = capsys.readouterr()
+        return Outcome(int(exited.value.code or 0), captured.out, captured.err)
+
+    return invoke
 
 
 def write_jsonl(path: Path, lines: list[str]) -> Path:
@@ -50,8 +78,8 @@ def source(tmp_path: Path) -> Path:
                        [json.dumps(record, ensure_ascii=False) for record in RECORDS])
 
 
-def test_redact_every_string_value(tmp_path: Path, source: Path) -> None:
-    result = run_redact([str(source), "-o", "out.jsonl"], tmp_path)
+def test_redact_every_string_value(run_redact: RunRedact, tmp_path: Path, source: Path) -> None:
+    result = run_redact([str(source), "-o", "out.jsonl"])
 
     assert result.returncode == 0, result.stderr
     first, second = read_jsonl(tmp_path / "out.jsonl")
@@ -67,8 +95,8 @@ def test_redact_every_string_value(tmp_path: Path, source: Path) -> None:
     assert result.stdout.splitlines()[-1] == "2 records read, 2 with personal data."
 
 
-def test_redact_only_named_fields(tmp_path: Path, source: Path) -> None:
-    result = run_redact([str(source), "--field", "content", "-o", "out.jsonl"], tmp_path)
+def test_redact_only_named_fields(run_redact: RunRedact, tmp_path: Path, source: Path) -> None:
+    result = run_redact([str(source), "--field", "content", "-o", "out.jsonl"])
 
     assert result.returncode == 0, result.stderr
     first, second = read_jsonl(tmp_path / "out.jsonl")
@@ -79,8 +107,8 @@ def test_redact_only_named_fields(tmp_path: Path, source: Path) -> None:
     assert "2 records read, 1 with personal data." in result.stdout
 
 
-def test_redact_stdin_to_stdout(tmp_path: Path, source: Path) -> None:
-    result = run_redact(["-"], tmp_path, stdin=source.read_text(encoding="utf-8"))
+def test_redact_stdin_to_stdout(run_redact: RunRedact, source: Path) -> None:
+    result = run_redact(["-"], stdin=source.read_text(encoding="utf-8"))
 
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -89,8 +117,10 @@ def test_redact_stdin_to_stdout(tmp_path: Path, source: Path) -> None:
     assert table_counts(result.stderr)["Total"] == 4
 
 
-def test_detect_mode_counts_without_output(tmp_path: Path, source: Path) -> None:
-    result = run_redact([str(source), "--mode", "detect"], tmp_path)
+def test_detect_mode_counts_without_output(
+    run_redact: RunRedact, tmp_path: Path, source: Path
+) -> None:
+    result = run_redact([str(source), "--mode", "detect"])
 
     assert result.returncode == 0, result.stderr
     assert table_counts(result.stdout) == {"EMAIL": 1, "IP_ADDRESS": 1, "PHONE": 2, "Total": 4}
@@ -98,29 +128,35 @@ def test_detect_mode_counts_without_output(tmp_path: Path, source: Path) -> None
 
 
 def test_bad_line_names_line_and_writes_nothing(tmp_path: Path) -> None:
+    # A real process, so the exit status and the one-line error are those a shell sees.
     source = write_jsonl(tmp_path / "in.jsonl", ['{"note": "手机13812345678"}', "",
                                                  '{"note": broken}'])
     (tmp_path / "out.jsonl").write_text("previous run\n", encoding="utf-8")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("ENCLAVE_")}
 
-    result = run_redact([str(source), "-o", "out.jsonl"], tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "enclave", "redact", str(source), "-o", "out.jsonl"],
+        cwd=tmp_path, env={**env, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
 
     assert result.returncode == 2
-    assert "Line 3 of" in result.stderr
+    assert result.stderr.startswith("Error: Line 3 of ")
     assert "is not valid JSON" in result.stderr
     assert (tmp_path / "out.jsonl").read_text(encoding="utf-8") == "previous run\n"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
 
 
-def test_bad_line_on_stdout_writes_nothing(tmp_path: Path) -> None:
-    result = run_redact(["-"], tmp_path, stdin='{"note": "13812345678"}\nnot json\n')
+def test_bad_line_on_stdout_writes_nothing(run_redact: RunRedact) -> None:
+    result = run_redact(["-"], stdin='{"note": "13812345678"}\nnot json\n')
 
     assert result.returncode == 2
     assert result.stdout == ""
     assert "Line 2 of standard input" in result.stderr
 
 
-def test_messages_in_chinese_locale(tmp_path: Path) -> None:
-    result = run_redact(["missing.jsonl"], tmp_path, lang="zh_CN.UTF-8")
+def test_messages_in_chinese_locale(run_redact: RunRedact) -> None:
+    result = run_redact(["missing.jsonl"], lang="zh_CN.UTF-8")
 
     assert result.returncode == 2
     assert "找不到文件 missing.jsonl" in result.stderr

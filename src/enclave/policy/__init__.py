@@ -1,4 +1,4 @@
-"""Privacy policy: detection and redaction of personal data in prompts, answers and logs.
+"""Privacy policy: detection and redaction of personal data in prompts, responses and logs.
 
 Modules, from the bottom up:
 
@@ -7,7 +7,7 @@ Modules, from the bottom up:
   detectors for configured custom terms and regular expressions.
 * ``redactor``: ``Redactor.scan`` -> ``Finding`` list, ``Redactor.redact`` -> ``Redaction``
   with ``[KIND_N]`` placeholders, ``redact_messages`` for chats, and ``restore``.
-* ``streaming``: ``StreamRestorer`` restores placeholders in an answer streamed delta by
+* ``streaming``: ``StreamRestorer`` restores placeholders in a response streamed delta by
   delta without ever releasing part of one.
 * ``settings``: the ``[privacy]`` section (``PrivacySettings``, ``PrivacyMode``).
 * ``guard``: ``PrivacyGuard`` applies the mode to a request and says what the model, the

@@ -8,7 +8,12 @@ passes every rule, so a detector reports a number only when it could be real:
 * Bank card (ISO/IEC 7812): 13 to 19 digits that pass the Luhn check and start with an
   issuer prefix of a payment network.
 * Unified social credit code (GB 32100-2015): 18 characters from a 31-character alphabet,
-  the last one a MOD 31 check character.
+  a registration-department code and an institution-category code in use, a numeric
+  administrative division code, and a MOD 31 check character.
+
+An 18-digit number with a resident ID's region and birth-century shape that fails the ID
+rules is a mistyped ID, so it is reported neither as a bank card nor as a credit code even
+when it passes their checks.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ _EARLIEST_BIRTH_YEAR = 1900
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
 _USCC_VALUES = {character: value for value, character in enumerate(USCC_ALPHABET)}
 _USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
+# First character: registration department (1 staffing office, 2-8 foreign affairs, justice,
+# culture, civil affairs, tourism, religion, trade unions, 9 market regulation, A military
+# staffing office, N agriculture, Y others). Second character: institution category, which
+# is 1-5 or 9 under every department; no category 0 exists, so date-prefixed numbers
+# ("2024...") are not codes.
+_USCC_DEPARTMENTS = frozenset("123456789ANY")
+_USCC_CATEGORIES = frozenset("123459")
 
 
 def resident_id_check_character(first17: str) -> str:
@@ -51,7 +63,7 @@ def resident_id_region_is_valid(address_code: str) -> bool:
     """Return whether a six-digit address code has the shape of a real one.
 
     Mainland codes start with a province code and name a prefecture or county below it, so
-    the last four digits are not all zero; residence-permit codes are exactly 810000,
+    the last four digits are not all zero. Residence-permit codes are exactly 810000,
     820000 or 830000.
     """
     if address_code in RESIDENCE_PERMIT_REGIONS:
@@ -82,13 +94,14 @@ def is_valid_resident_id(value: str, today: date | None = None) -> bool:
 
 
 def looks_like_resident_id(digits: str) -> bool:
-    """Return whether 18 digits have a resident ID's region and birth-century shape.
+    """Return whether 18 characters have a resident ID's region and birth-century shape.
 
     Used to keep mistyped resident IDs (wrong check digit, impossible date) from being
-    reported as bank cards when they happen to pass the Luhn check.
+    reported as bank cards or credit codes when they happen to pass those checks.
     """
     return (
         len(digits) == 18
+        and digits[:17].isdigit()
         and resident_id_region_is_valid(digits[:6])
         and digits[6:8] in ("19", "20")
     )
@@ -140,12 +153,11 @@ def uscc_check_character(first17: str) -> str:
 
 
 def is_valid_uscc(value: str) -> bool:
-    """Return whether ``value`` is an 18-character unified social credit code.
-
-    Characters 3-8 are the administrative division code, so they must be digits.
-    """
+    """Return whether ``value`` is an 18-character unified social credit code."""
     if len(value) != 18 or any(character not in _USCC_VALUES for character in value):
         return False
-    if not value[2:8].isdigit():
+    if value[0] not in _USCC_DEPARTMENTS or value[1] not in _USCC_CATEGORIES:
+        return False
+    if not value[2:8].isdigit() or looks_like_resident_id(value):
         return False
     return uscc_check_character(value[:17]) == value[17]

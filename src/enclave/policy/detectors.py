@@ -1,9 +1,9 @@
 """Detectors: one regular expression per kind of personal data, plus a validity check.
 
-A regular expression only proposes candidates; a detector reports a candidate when its
-validator accepts it (check digits, dates, address syntax) and, for kinds without a check
-digit, when a context word appears near it. Detectors run on text whose full-width ASCII
-characters (U+FF01-U+FF5E, and the ideographic space U+3000) are folded to ASCII, one
+A regular expression only proposes candidates. A detector reports a candidate when its
+validator accepts it (check digits, dates, address syntax). For kinds without a check digit
+it also needs a context word near the candidate. Detectors run on text whose full-width digits,
+letters and identifier symbols (and the ideographic space U+3000) are folded to ASCII, one
 character for one, so offsets stay those of the original text.
 
 Boundaries: Chinese text puts no spaces around numbers, so a word boundary (``\\b``) does not
@@ -41,8 +41,15 @@ PASSPORT_CONTEXT = ("护照", "证件", "passport", "travel document")
 CONTEXT_BEFORE = 30
 CONTEXT_AFTER = 15
 
-_FULLWIDTH_TABLE = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
-_FULLWIDTH = re.compile("[\uff01-\uff5e\u3000]")
+# Full-width characters that occur inside identifiers: digits, letters, "+%-._@" and the
+# ideographic space. Full-width punctuation such as "，：（）" stays, because it separates
+# identifiers from the text around them.
+_FULLWIDTH_TABLE = {
+    code: code - 0xFEE0
+    for code in [*range(0xFF10, 0xFF1A), *range(0xFF21, 0xFF3B), *range(0xFF41, 0xFF5B),
+                 0xFF0B, 0xFF05, 0xFF0D, 0xFF0E, 0xFF3F, 0xFF20]
+} | {0x3000: 0x20}
+_FULLWIDTH = re.compile("[" + "".join(chr(code) for code in _FULLWIDTH_TABLE) + "]")
 
 # Not preceded by a letter or digit, nor by a digit joined with "." or "-"; the mirror image
 # after the match.
@@ -87,9 +94,9 @@ _EMAIL = re.compile(
 
 _IPV4 = re.compile(r"(?<![0-9A-Za-z.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9A-Za-z]|\.[0-9])")
 # Two to seven colon-terminated hex groups (empty groups allow "::"), then a last hex group
-# or an embedded dotted IPv4 address; ipaddress decides what is valid.
+# or an embedded dotted IPv4 address. The ipaddress module decides what is valid.
 _IPV6 = re.compile(
-    r"(?<![0-9A-Za-z:.])(?:[0-9A-Fa-f]{0,4}:){2,7}"
+    r"(?<![0-9A-Za-z.])(?<![0-9A-Fa-f]:)(?<!::)(?:[0-9A-Fa-f]{0,4}:){2,7}"
     r"(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9A-Fa-f]{0,4})"
     r"(?![0-9A-Za-z:]|\.[0-9])"
 )
@@ -104,7 +111,11 @@ _SEPARATORS = re.compile(r"[ \-]")
 
 
 def fold_fullwidth(text: str) -> str:
-    """Return ``text`` with full-width ASCII folded to ASCII; the length never changes."""
+    """Return ``text`` with full-width identifier characters folded to ASCII.
+
+    Each character maps to exactly one character, so offsets into the result are offsets
+    into ``text``.
+    """
     if _FULLWIDTH.search(text) is None:
         return text
     return text.translate(_FULLWIDTH_TABLE)
@@ -112,11 +123,11 @@ def fold_fullwidth(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Detector:
-    """Finds one kind of personal data.
+    """Finder of one kind of personal data.
 
-    ``validate`` receives the matched text and returns whether it is real; ``context``
-    lists lower-case words of which one must appear within CONTEXT_BEFORE characters
-    before or CONTEXT_AFTER characters after the match; ``hint`` is a character every
+    ``validate`` receives the matched text and returns whether it is real. ``context``
+    lists lower-case words, of which one must appear within CONTEXT_BEFORE characters
+    before or CONTEXT_AFTER characters after the match. ``hint`` is a character that every
     match contains, so texts without it are skipped cheaply.
     """
 
@@ -207,7 +218,7 @@ def custom_term_detector(kind: str, terms: Iterable[str]) -> Detector:
     """Return a detector of exact terms, matched case-insensitively.
 
     A term that starts or ends with an ASCII letter or digit must not continue a longer
-    ASCII word ("Falcon" is not found in "Falconry"); other terms, such as Chinese ones,
+    ASCII word, so "Falcon" is not found in "Falconry". Other terms, such as Chinese ones,
     match anywhere.
     """
     alternatives = []

@@ -4,26 +4,27 @@ The HTTP layer calls ``PrivacyGuard.protect_messages`` (chat) or ``protect_promp
 (completions) once per request and then uses the returned ProtectedRequest:
 
     protected = guard.protect_messages(request.messages)
-    engine input      -> protected.model_input
-    audit/log input   -> protected.logged_input, protected.counts
-    answer (whole)    -> protected.output_for_caller(answer); log protected.output_for_log(answer)
-    answer (streamed) -> restorer = protected.stream_restorer(); restorer.push(delta) ...
-                         restorer.finish()
+    engine input        -> protected.model_input
+    audit/log input     -> protected.logged_input, protected.counts
+    whole response      -> protected.output_for_caller(text), protected.output_for_log(text)
+    streamed response   -> restorer = protected.stream_restorer(); restorer.push(delta) ...
+                           restorer.finish()
 
 What each mode changes:
 
-==============  ===========  ============  ===================================
-mode            model input  logged input  answer to caller
-==============  ===========  ============  ===================================
-off             raw          raw           as generated
-detect          raw          raw           as generated (counts recorded)
-redact-logs     raw          placeholders  as generated
-redact-input    placeholders placeholders  placeholders restored if
-                                           ``restore_output`` (else as generated)
-==============  ===========  ============  ===================================
+==============  ============  ============  ====================================
+mode            model input   logged input  response to the caller
+==============  ============  ============  ====================================
+off             raw           raw           as generated
+detect          raw           raw           as generated (counts recorded)
+redact-logs     raw           placeholders  as generated
+redact-input    placeholders  placeholders  placeholders restored if
+                                            ``restore_output`` (else as generated)
+==============  ============  ============  ====================================
 
-In both redact modes ``output_for_log`` redacts the answer with the request's placeholder
-map, so a value the model repeats, or a new one it writes, does not reach the log either.
+In both redact modes ``output_for_log`` redacts the model output with the request's
+placeholder map, so a value the model repeats, or a new one it writes, does not reach the
+log either.
 """
 
 from __future__ import annotations
@@ -52,20 +53,22 @@ class ProtectedRequest(Generic[InputT]):
     redactor: Redactor = field(repr=False)
 
     def output_for_caller(self, text: str) -> str:
-        """Return the complete answer as the caller should receive it."""
+        """Return the complete model output as the caller should receive it."""
         if self.mode is PrivacyMode.REDACT_INPUT and self.restore_output:
             return restore(text, self.placeholders.as_dict())
         return text
 
     def stream_restorer(self) -> StreamRestorer:
-        """Return a restorer for a streamed answer; it passes text through unchanged when
-        nothing is to be restored."""
+        """Return a restorer for a streamed response.
+
+        The restorer passes text through unchanged when nothing is to be restored.
+        """
         if self.mode is PrivacyMode.REDACT_INPUT and self.restore_output:
             return StreamRestorer(self.placeholders.as_dict())
         return StreamRestorer({})
 
     def output_for_log(self, text: str) -> str:
-        """Return the answer as the audit trail and logs may store it."""
+        """Return the model output as the audit trail and logs may store it."""
         if self.mode in (PrivacyMode.REDACT_LOGS, PrivacyMode.REDACT_INPUT):
             return self.redactor.redact(text, self.placeholders).text
         return text

@@ -6,9 +6,9 @@
     redaction.placeholders  # {"[PHONE_1]": "13812345678", "[EMAIL_1]": "a@example.com"}
     restore(redaction.text, redaction.placeholders)   # the original text
 
-Placeholders are numbered per kind in order of first appearance, and the same value gets
-the same placeholder everywhere it appears in one request: pass one PlaceholderMap to every
-call that belongs to the request (``redact_messages`` does this for a chat). Values are
+Placeholders are numbered per kind in order of first appearance. The same value gets the
+same placeholder everywhere it appears in one request when every call for that request gets
+the same PlaceholderMap, which ``redact_messages`` does for a chat. Values are
 compared exactly as written, so ``13812345678`` and ``138 1234 5678`` get two placeholders
 and each is restored as it was written.
 """
@@ -179,8 +179,8 @@ class Redactor:
         """Redact the text content of chat messages with one shared placeholder map.
 
         ``content`` may be a string or a list of parts, of which the ``{"type": "text"}``
-        parts are redacted; other fields and parts (roles, images) are copied unchanged.
-        The input messages are not modified.
+        parts are redacted. Other fields and parts (roles, images) are copied unchanged, and
+        the input messages are not modified.
         """
         placeholders = placeholders if placeholders is not None else PlaceholderMap()
         for text in _message_texts(messages):

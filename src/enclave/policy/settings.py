@@ -14,10 +14,10 @@ Example::
     EMPLOYEE_ID = ["EMP-[0-9]{6}"]
 
 The default mode is ``redact-logs``. It keeps raw personal data out of the audit trail and
-the logs, which is what a regulated deployment needs first, without changing what the model
-reads, so answers stay exactly as good as without redaction. ``redact-input`` also hides
+the logs, which a regulated deployment needs first. It does not change what the model
+reads, so responses stay exactly as good as without redaction. ``redact-input`` also hides
 the values from the model; it is the stronger choice when the model or its host is less
-trusted than the gateway, but placeholders can make some answers worse (a model cannot
+trusted than the gateway, but placeholders can make some responses worse (a model cannot
 check a placeholder's digits), so it is opt-in.
 """
 
@@ -35,7 +35,7 @@ _KIND_NAME = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 class PrivacyMode(StrEnum):
-    """What the gateway does with the personal data it finds in a request."""
+    """Treatment of the personal data found in a request."""
 
     OFF = "off"
     """Nothing is scanned."""
@@ -44,7 +44,7 @@ class PrivacyMode(StrEnum):
     REDACT_LOGS = "redact-logs"
     """The audit trail and logs get placeholders; the model still reads the raw values."""
     REDACT_INPUT = "redact-input"
-    """The model reads placeholders too; the answer can have them restored for the caller."""
+    """The model reads placeholders too. The response can have them restored for the caller."""
 
 
 class PrivacySettings(Section):
@@ -55,7 +55,7 @@ class PrivacySettings(Section):
     )
     restore_output: bool = Field(
         True, description="In redact-input mode, put the original values back in place of "
-        "the placeholders in the answer returned to the caller.",
+        "the placeholders in the response returned to the caller.",
     )
     kinds: list[Kind] = Field(
         default_factory=lambda: list(Kind),

@@ -1,9 +1,9 @@
-"""Restoring placeholders in an answer that arrives a few characters at a time.
+"""Restoring placeholders in a response that arrives a few characters at a time.
 
 A placeholder such as ``[ID_CARD_1]`` may be split over several deltas (``[ID``, ``_CARD_``,
 ``1]``). StreamRestorer holds back any tail that could still grow into a known placeholder
 and releases it once it is complete or cannot be one, so the concatenated output always
-equals ``restore(whole_answer, placeholders)`` and no part of a placeholder ever reaches the
+equals ``restore(whole_response, placeholders)`` and no part of a placeholder ever reaches the
 caller.
 """
 
@@ -15,7 +15,7 @@ from enclave.policy.redactor import restore
 
 
 class StreamRestorer:
-    """Restores placeholders in a streamed answer; one instance per response."""
+    """Restorer of placeholders in one streamed response."""
 
     def __init__(self, placeholders: Mapping[str, str]) -> None:
         self._placeholders = dict(placeholders)
@@ -23,7 +23,7 @@ class StreamRestorer:
         self._pending = ""
 
     def push(self, delta: str) -> str:
-        """Add the next delta of the answer; return the text that is safe to release."""
+        """Add the next delta of the response and return the text that is safe to release."""
         if not self._placeholders:
             return delta
 
@@ -33,7 +33,7 @@ class StreamRestorer:
         return restore(text[:held_from], self._placeholders)
 
     def finish(self) -> str:
-        """Return what is still held back, at the end of the answer."""
+        """Return the restored text still held back, at the end of the response."""
         text, self._pending = self._pending, ""
         return restore(text, self._placeholders)
 

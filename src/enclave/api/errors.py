@@ -1,4 +1,8 @@
-"""One error body for every failure: ``{"error": {"message", "type", "param", "code"}}``.
+"""One error body per protocol for every failure.
+
+The OpenAI shape, ``{"error": {"message", "type", "param", "code"}}``, is used everywhere
+except under ``/api/``, where Ollama clients expect ``{"error": "message"}``. Both carry the
+same status code and Retry-After header.
 
 Exception handlers are installed once on the app. Messages never carry tracebacks, object
 representations or framework internals: an unexpected exception becomes a fixed 500 text
@@ -43,9 +47,23 @@ def request_error_body(error: RequestError) -> dict[str, Any]:
     return error_body(error.message, error.error_type, error.param, error.code)
 
 
-def request_error_response(error: RequestError) -> JSONResponse:
+OLLAMA_PREFIX = "/api/"
+
+
+def is_ollama_path(path: str) -> bool:
+    """Return whether a request path belongs to the Ollama-compatible API."""
+    return path.startswith(OLLAMA_PREFIX) or path == OLLAMA_PREFIX.rstrip("/")
+
+
+def ollama_error_body(message: str) -> dict[str, Any]:
+    return {"error": message}
+
+
+def request_error_response(error: RequestError, path: str = "") -> JSONResponse:
+    """Render a request error in the shape of the protocol that ``path`` belongs to."""
     headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s else None
-    return JSONResponse(request_error_body(error), status_code=error.status_code, headers=headers)
+    body = ollama_error_body(error.message) if is_ollama_path(path) else request_error_body(error)
+    return JSONResponse(body, status_code=error.status_code, headers=headers)
 
 
 def describe_validation_error(
@@ -99,18 +117,25 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
         raise describe_validation_error(exc) from None
 
 
+def _error_response(request: Request, message: str, error_type: str,
+                    status_code: int, headers: dict[str, str] | None = None) -> JSONResponse:
+    path = request.url.path
+    body = ollama_error_body(message) if is_ollama_path(path) else error_body(message, error_type)
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Render every failure in the OpenAI error shape."""
+    """Render every failure in the error shape of the request's protocol."""
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, error: RequestError) -> JSONResponse:
         logger.info("Request rejected: status=%d code=%s message=%s",
                     error.status_code, error.code, error.message)
-        return request_error_response(error)
+        return request_error_response(error, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-        return request_error_response(describe_validation_error(error))
+        return request_error_response(describe_validation_error(error), request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
@@ -121,14 +146,16 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(error.detail)
         error_type = _STATUS_TYPES.get(error.status_code, "server_error")
-        return JSONResponse(error_body(message, error_type), status_code=error.status_code,
-                            headers=getattr(error, "headers", None))
+        return _error_response(request, message, error_type, error.status_code,
+                               getattr(error, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("Unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            error_body("The server had an internal error; the request id is in the "
-                       "X-Request-Id header and the server log.", "server_error"),
-            status_code=500,
+        return _error_response(
+            request,
+            "The server had an internal error; the request id is in the X-Request-Id header "
+            "and the server log.",
+            "server_error",
+            500,
         )

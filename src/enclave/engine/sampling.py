@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import random
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
+import numpy.typing as npt
 
 from enclave.errors import InvalidRequestError
 
@@ -23,7 +26,11 @@ class SamplingParams:
     repeat_penalty: float = 1.0
     repeat_last_n: int = 64
     seed: int | None = None
+    # GBNF text whose rule "root" every generated token must follow.
     grammar: str | None = None
+    # With triggers the grammar is lazy: output is free until one of these regular expressions
+    # matches the generated text, and the grammar constrains the text from the match onwards.
+    grammar_triggers: tuple[str, ...] = ()
     logit_bias: dict[int, float] = field(default_factory=dict)
 
     def resolved_seed(self) -> int:
@@ -32,13 +39,27 @@ class SamplingParams:
 
 
 class SamplerChain:
-    """A llama.cpp sampler chain owned by one sequence; free it with close()."""
+    """A llama.cpp sampler chain owned by one sequence; free it with close().
+
+    A grammar is kept out of the chain. Applying a grammar to every token of the vocabulary
+    costs more than the rest of the chain together, so sample() first picks a token without
+    it and asks the grammar about that one token; only when the grammar rejects it is the
+    whole distribution filtered and sampled again, as llama.cpp's common_sampler_sample does.
+    For greedy and plain temperature sampling the outcome has the same distribution as a chain
+    with the grammar first. With top_k, top_p or min_p it can differ slightly, because those
+    cut the candidates before the grammar sees them instead of after.
+    """
 
     def __init__(self, params: SamplingParams, vocab: llama_cpp.llama_vocab_p) -> None:
         chain_params = llama_cpp.llama_sampler_chain_default_params()
         chain_params.no_perf = True
         self.pointer = llama_cpp.llama_sampler_chain_init(chain_params)
+        self.grammar: llama_cpp.llama_sampler_p | None = None
+        self._candidates: _Candidates | None = None
         try:
+            if params.grammar:
+                self.grammar = _init_grammar(params, vocab)
+                self._candidates = _Candidates(int(llama_cpp.llama_vocab_n_tokens(vocab)))
             self._add_stages(params, vocab)
         except Exception:
             self.close()
@@ -50,17 +71,6 @@ class SamplerChain:
         llama_cpp.llama_sampler_chain_add(self.pointer, sampler)
 
     def _add_stages(self, params: SamplingParams, vocab: llama_cpp.llama_vocab_p) -> None:
-        if params.grammar:
-            grammar = llama_cpp.llama_sampler_init_grammar(
-                vocab, params.grammar.encode("utf-8"), b"root"
-            )
-            if not grammar:
-                raise InvalidRequestError(
-                    "The grammar for the requested output format could not be parsed.",
-                    param="response_format",
-                )
-            llama_cpp.llama_sampler_chain_add(self.pointer, grammar)
-
         if params.logit_bias:
             self._add_logit_bias(params.logit_bias, vocab)
 
@@ -105,9 +115,91 @@ class SamplerChain:
 
     def sample(self, context: llama_cpp.llama_context_p, output_index: int) -> int:
         """Choose the next token from the logits of one batch row, and accept it."""
-        return int(llama_cpp.llama_sampler_sample(self.pointer, context, output_index))
+        if self.grammar is None:
+            return int(llama_cpp.llama_sampler_sample(self.pointer, context, output_index))
+
+        assert self._candidates is not None
+        logits = llama_cpp.llama_get_logits_ith(context, output_index)
+        candidates = self._candidates
+        candidates.load(logits)
+        llama_cpp.llama_sampler_apply(self.pointer, candidates.ref)
+        token = candidates.selected()
+
+        if not self._grammar_allows(token):
+            candidates.load(logits)
+            llama_cpp.llama_sampler_apply(self.grammar, candidates.ref)
+            llama_cpp.llama_sampler_apply(self.pointer, candidates.ref)
+            token = candidates.selected()
+
+        llama_cpp.llama_sampler_accept(self.grammar, token)
+        llama_cpp.llama_sampler_accept(self.pointer, token)
+        return token
+
+    def _grammar_allows(self, token: int) -> bool:
+        single = llama_cpp.llama_token_data(token, 0.0, 0.0)
+        array = llama_cpp.llama_token_data_array(ctypes.pointer(single), 1, -1, False)
+        llama_cpp.llama_sampler_apply(self.grammar, ctypes.byref(array))
+        return bool(np.isfinite(single.logit))
 
     def close(self) -> None:
         if self.pointer:
             llama_cpp.llama_sampler_free(self.pointer)
             self.pointer = None
+        if self.grammar:
+            llama_cpp.llama_sampler_free(self.grammar)
+            self.grammar = None
+
+
+def _init_grammar(
+    params: SamplingParams, vocab: llama_cpp.llama_vocab_p
+) -> llama_cpp.llama_sampler_p:
+    assert params.grammar is not None
+    text = params.grammar.encode("utf-8")
+    grammar: llama_cpp.llama_sampler_p
+    if params.grammar_triggers:
+        patterns = (ctypes.c_char_p * len(params.grammar_triggers))(
+            *(pattern.encode("utf-8") for pattern in params.grammar_triggers)
+        )
+        grammar = llama_cpp.llama_sampler_init_grammar_lazy_patterns(
+            vocab, text, b"root", patterns, len(params.grammar_triggers), None, 0
+        )
+    else:
+        grammar = llama_cpp.llama_sampler_init_grammar(vocab, text, b"root")
+    if not grammar:
+        raise InvalidRequestError(
+            "The grammar for the requested output format could not be parsed.",
+            param="response_format",
+        )
+    return grammar
+
+
+_TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+
+
+class _Candidates:
+    """A reusable llama_token_data_array over the whole vocabulary, filled with numpy."""
+
+    def __init__(self, n_vocab: int) -> None:
+        assert _TOKEN_DATA.itemsize == ctypes.sizeof(llama_cpp.llama_token_data)
+        self._n_vocab = n_vocab
+        self._ids = np.arange(n_vocab, dtype=np.int32)
+        self._data: npt.NDArray[np.void] = np.zeros(n_vocab, dtype=_TOKEN_DATA)
+        pointer = self._data.ctypes.data_as(ctypes.POINTER(llama_cpp.llama_token_data))
+        self._array = llama_cpp.llama_token_data_array(pointer, n_vocab, -1, False)
+        self.ref = ctypes.byref(self._array)
+
+    def load(self, logits: ctypes._Pointer[ctypes.c_float]) -> None:
+        """Reset the array to every token with its logit, as llama_sampler_sample does."""
+        self._data["id"] = self._ids
+        self._data["logit"] = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        self._data["p"] = 0.0
+        self._array.size = self._n_vocab
+        self._array.selected = -1
+        self._array.sorted = False
+
+    def selected(self) -> int:
+        # Every chain ends in a selecting sampler (greedy or dist), so the index is set; the
+        # guard keeps a broken chain from taking the scheduler thread down with an IndexError.
+        index = max(0, int(self._array.selected))
+        # Samplers may have reordered the data in place, so read the id at the index.
+        return int(self._data["id"][index])

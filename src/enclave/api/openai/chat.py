@@ -1,17 +1,22 @@
-"""POST /v1/chat/completions: render messages, generate, and answer as JSON or SSE."""
+"""POST /v1/chat/completions: plan the prompt, generate, and answer as JSON or SSE.
+
+The answer is read by ``enclave.output``: DeepSeek-style ``<think>`` reasoning goes to
+``reasoning_content`` (unless the request sets ``reasoning_format: "none"``), tool calls to
+``tool_calls``, and ``response_format`` and forced tool calls are enforced by a grammar.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from enclave.api.lifecycle import RequestRecord, accept, note_finished
+from enclave.api.lifecycle import accept
+from enclave.api.openai.chat_stream import ChatChunkEncoder, finish_reason, stream_chat
 from enclave.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from enclave.api.openai.service import (
     deadline_seconds,
@@ -21,20 +26,22 @@ from enclave.api.openai.service import (
     usage,
 )
 from enclave.api.state import AppState
-from enclave.api.streaming import DONE, SSE_HEADERS, collect_text, sse, sse_error
-from enclave.engine.llama_engine import Generation
-from enclave.engine.types import Finished, TextDelta
+from enclave.api.streaming import SSE_HEADERS, collect_text
 from enclave.errors import EngineUnavailableError, UnsupportedParameterError
+from enclave.output.parser import ChatOutput, ChatOutputParser, collect
+from enclave.output.plan import ChatSpec, OutputFormat, ToolChoice, plan_chat
 
 
 def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """Convert request messages into the plain dicts chat templates expect."""
     converted = []
     for index, message in enumerate(messages):
+        # Templates tell a call-only assistant turn by its content being None.
+        content = None if message.content is None and message.tool_calls else message.text(index)
         entry: dict[str, Any] = {
             # Templates know "system"; "developer" is OpenAI's newer name for it.
             "role": "system" if message.role == "developer" else message.role,
-            "content": message.text(index),
+            "content": content,
         }
         if message.name:
             entry["name"] = message.name
@@ -42,6 +49,9 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             entry["tool_calls"] = message.tool_calls
         if message.tool_call_id:
             entry["tool_call_id"] = message.tool_call_id
+        if message.reasoning_content:
+            # Templates of thinking models (Qwen 3) can show earlier reasoning; others ignore it.
+            entry["reasoning_content"] = message.reasoning_content
         converted.append(entry)
     return converted
 
@@ -54,120 +64,111 @@ def last_user_text(messages: list[dict[str, Any]]) -> str:
     return ""
 
 
-def _reject_unimplemented(body: ChatCompletionRequest) -> None:
-    if body.tools:
-        raise UnsupportedParameterError("tools", "tools are not supported yet. Omit them.")
-    kind = (body.response_format or {}).get("type", "text")
-    if kind != "text":
-        raise UnsupportedParameterError(
-            "response_format", f"response_format type {kind!r} is not supported yet; use 'text'."
-        )
+def chat_spec(body: ChatCompletionRequest) -> ChatSpec:
+    """Translate the OpenAI request into the protocol-neutral chat description."""
+    tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
+    forced = body.forced_function()
+    if forced is not None:
+        choice = ToolChoice("function", forced)
+    elif isinstance(body.tool_choice, str):
+        choice = ToolChoice(body.tool_choice)
+    else:
+        choice = ToolChoice()
 
+    output_format = None
+    response_format = body.response_format
+    if response_format is not None and response_format.type == "json_object":
+        output_format = OutputFormat(None, "response_format")
+    elif response_format is not None and response_format.json_schema is not None:
+        output_format = OutputFormat(response_format.json_schema.schema_,
+                                     "response_format.json_schema.schema")
 
-class ChatChunkEncoder:
-    """Builds chat.completion.chunk events; the content path only fills in the text."""
-
-    def __init__(self, response_id: str, created: int, model: str, include_usage: bool) -> None:
-        head: dict[str, Any] = {
-            "id": response_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": None,
-        }
-        if include_usage:
-            head["usage"] = None
-        self._head = head
-        prefix = json.dumps(head, ensure_ascii=False, separators=(",", ":"))[:-1]
-        self._content_prefix = (prefix + ',"choices":[{"index":0,"delta":{"content":').encode()
-        self._content_suffix = b'},"logprobs":null,"finish_reason":null}]}\n\n'
-
-    def delta(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return sse({**self._head, "choices": [choice]})
-
-    def content(self, text: str) -> bytes:
-        return (b"data: " + self._content_prefix
-                + json.dumps(text, ensure_ascii=False).encode() + self._content_suffix)
-
-    def usage(self, finished: Finished) -> bytes:
-        return sse({**self._head, "choices": [], "usage": usage(finished),
-                    "timings": finished.timings.as_dict()})
+    return ChatSpec(
+        messages=template_messages(body.messages),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=bool(body.parallel_tool_calls),
+        output_format=output_format,
+        split_reasoning=body.reasoning_format != "none",
+        template_kwargs=dict(body.chat_template_kwargs or {}),
+        grammar=body.grammar,
+    )
 
 
 async def create_chat_completion(request: Request, body: ChatCompletionRequest,
                                  state: AppState) -> Response:
-    _reject_unimplemented(body)
     body.log_ignored_fields("chat completion request")
+    if body.grammar and not state.settings.engine.request_grammar:
+        raise UnsupportedParameterError(
+            "grammar", "grammar is switched off on this server (engine.request_grammar = "
+            "false). Use response_format for JSON output, or ask the operator to enable it.",
+        )
     engine = await state.pool.get(body.model)
 
-    messages = template_messages(body.messages)
-    prompt = engine.render_prompt(messages)
-    tokens = engine.tokenize_prompt(prompt)
+    spec = chat_spec(body)
+    plan = plan_chat(engine.template, spec, state.settings.engine.reasoning_for(body.model))
+    params = dataclasses.replace(
+        sampling_params(body, engine.model.n_vocab),
+        grammar=plan.grammar,
+        grammar_triggers=plan.grammar_triggers,
+    )
     generation_input = generation_request(
         engine,
-        tokens,
-        sampling_params(body, engine.model.n_vocab),
+        engine.tokenize_prompt(plan.prompt),
+        params,
         token_limit=body.token_limit(),
         stop=body.stop_strings(),
         timeout_s=deadline_seconds(request, state.settings.engine.request_timeout_s),
     )
-    record = accept(request, model=body.model, input_text=last_user_text(messages),
+    record = accept(request, model=body.model, input_text=last_user_text(spec.messages),
                     stream=body.stream)
     generation = engine.submit(generation_input)
+    parser = ChatOutputParser(plan)
     response_id, created = new_id("chatcmpl"), int(time.time())
 
     if body.stream:
         encoder = ChatChunkEncoder(response_id, created, body.model, body.include_usage())
         return StreamingResponse(
-            _stream(generation, encoder, body.include_usage(), record),
+            stream_chat(generation, encoder, parser, body.include_usage(), record),
             media_type="text/event-stream",
             headers=SSE_HEADERS,
         )
-    return await _complete(request, generation, response_id, created, body.model)
 
-
-async def _stream(generation: Generation, encoder: ChatChunkEncoder, include_usage: bool,
-                  record: RequestRecord) -> AsyncIterator[bytes]:
-    finished: Finished | None = None
-    try:
-        yield encoder.delta({"role": "assistant", "content": ""})
-        async for event in generation:
-            if isinstance(event, TextDelta):
-                record.mark_output(event.text, event.tokens)
-                yield encoder.content(event.text)
-            else:
-                finished = event
-        assert finished is not None
-        note_finished(record, finished)
-        if finished.error is not None:
-            yield sse_error(finished.error)
-        else:
-            yield encoder.delta({}, finish_reason=finished.reason)
-            if include_usage:
-                yield encoder.usage(finished)
-        yield DONE
-    finally:
-        generation.cancel()
-
-
-async def _complete(request: Request, generation: Generation, response_id: str, created: int,
-                    model: str) -> Response:
     text, finished = await collect_text(request, generation)
     if finished.reason == "cancelled":
         raise EngineUnavailableError("The generation was cancelled.", code="cancelled")
+    output = ChatOutput()
+    collect(parser.push(text), output)
+    collect(parser.finish(), output)
     return JSONResponse({
         "id": response_id,
         "object": "chat.completion",
         "created": created,
-        "model": model,
+        "model": body.model,
         "system_fingerprint": None,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": text},
+            "message": _message(output, parser.splits_reasoning),
             "logprobs": None,
-            "finish_reason": finished.reason,
+            "finish_reason": finish_reason(parser, finished),
         }],
         "usage": usage(finished),
         "timings": finished.timings.as_dict(),
     })
+
+
+def _message(output: ChatOutput, with_reasoning: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        # OpenAI sends null content for a reply that only calls tools.
+        "content": output.content if output.content or not output.tool_calls else None,
+    }
+    if with_reasoning:
+        message["reasoning_content"] = output.reasoning or None
+    if output.tool_calls:
+        message["tool_calls"] = [
+            {"id": call.id, "type": "function",
+             "function": {"name": call.name, "arguments": call.arguments}}
+            for call in output.tool_calls
+        ]
+    return message

@@ -126,13 +126,57 @@ class SamplingFields(Lenient):
         return bool(self.stream_options and self.stream_options.include_usage)
 
 
+class FunctionDefinition(Lenient):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDefinition(Lenient):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class JsonSchemaFormat(Lenient):
+    name: str = Field(min_length=1, max_length=64)
+    # "schema" is also a (deprecated) BaseModel method, so the field is renamed.
+    schema_: dict[str, Any] = Field(alias="schema")
+    strict: bool | None = None
+    description: str | None = None
+
+
+class ResponseFormat(Lenient):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_present(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise InvalidRequestError(
+                "response_format of type json_schema needs a json_schema object with "
+                "'name' and 'schema'.",
+                param="response_format.json_schema",
+            )
+        return self
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     top_logprobs: int | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    response_format: dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    # Extensions of llama.cpp's server: "none" returns <think> reasoning inside the content.
+    reasoning_format: Literal["none", "auto", "deepseek"] | None = None
+    # Extra variables for the chat template, such as {"enable_thinking": false} (llama.cpp,
+    # vLLM and SGLang accept the same field).
+    chat_template_kwargs: dict[str, Any] | None = None
+    # A GBNF grammar for the whole output, as llama.cpp's server takes it; accepted only
+    # when engine.request_grammar is on.
+    grammar: str | None = Field(None, min_length=1, max_length=65536)
 
     @model_validator(mode="after")
     def _reject_unimplemented_chat(self) -> ChatCompletionRequest:
@@ -140,11 +184,45 @@ class ChatCompletionRequest(SamplingFields):
             raise UnsupportedParameterError(
                 "top_logprobs", "top_logprobs is not supported yet. Omit it.",
             )
+        self.forced_function()  # validates a named tool_choice
+        if self.grammar and (self.response_format or self.tools):
+            raise InvalidRequestError(
+                "grammar cannot be combined with response_format or tools, which set a "
+                "grammar of their own. Send only one of them.",
+                param="grammar",
+            )
         return self
 
     def token_limit(self) -> int | None:
         """Return max_completion_tokens, else the older max_tokens."""
         return self.max_completion_tokens or self.max_tokens
+
+    def forced_function(self) -> str | None:
+        """Return the function a tool_choice object names; raise if it is malformed."""
+        choice = self.tool_choice
+        if not isinstance(choice, dict):
+            if choice == "required" and not self.tools:
+                raise InvalidRequestError(
+                    "tool_choice 'required' needs at least one tool in 'tools'.",
+                    param="tool_choice",
+                )
+            return None
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if choice.get("type") != "function" or not isinstance(name, str):
+            raise InvalidRequestError(
+                "tool_choice must be 'none', 'auto', 'required' or "
+                '{"type": "function", "function": {"name": "..."}}.',
+                param="tool_choice",
+            )
+        names = [tool.function.name for tool in self.tools or []]
+        if name not in names:
+            raise InvalidRequestError(
+                f"tool_choice names the function {name!r}, which is not in 'tools' "
+                f"({', '.join(names) or 'none given'}). Add it to 'tools' or fix the name.",
+                param="tool_choice",
+            )
+        return name
 
 
 class CompletionRequest(SamplingFields):

@@ -1,0 +1,78 @@
+"""POST /api/embed and the older POST /api/embeddings, on Enclave's embedding service.
+
+``/api/embed`` takes a string or a list of strings and returns ``embeddings``, one list per
+input, with ``prompt_eval_count``. ``/api/embeddings`` takes one ``prompt`` and returns one
+``embedding``. Both return the L2-normalised vectors of the embedding model.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+
+from enclave.api.lifecycle import accept
+from enclave.api.ollama.protocol import EmbedBody, EmbeddingsBody
+from enclave.api.openai.embeddings import check_model, embedding_service
+from enclave.api.state import AppState
+from enclave.embeddings.service import EmbeddingService
+from enclave.errors import InvalidRequestError, UnsupportedParameterError
+
+
+def embed_inputs(value: Any) -> list[str]:
+    """Return ``input`` as a list of non-empty strings; raise a 400 error naming the bad one."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not items:
+        raise InvalidRequestError("'input' must be a string or a non-empty list of strings.",
+                                  param="input")
+    for index, item in enumerate(items):
+        if not isinstance(item, str) or not item:
+            raise InvalidRequestError(f"'input[{index}]' must be a non-empty string.",
+                                      param=f"input[{index}]")
+    return items
+
+
+async def _check_dimensions(service: EmbeddingService, requested: int | None) -> None:
+    if requested is None:
+        return
+    dimensions = (await service.model_info()).dimensions
+    if requested != dimensions:
+        raise UnsupportedParameterError(
+            "dimensions",
+            f"dimensions = {requested} is not supported: {service.model_id} returns vectors "
+            f"of {dimensions} dimensions and cannot shorten them. Omit dimensions or send "
+            f"{dimensions}.",
+        )
+
+
+async def embed(request: Request, body: EmbedBody, state: AppState) -> dict[str, Any]:
+    started = time.perf_counter()
+    body.log_ignored_fields("Ollama embed request")
+    service = embedding_service(state)
+    check_model(state, body.model, (service.model_id,))
+    texts = embed_inputs(body.input)
+    service.check_count(len(texts))
+    await _check_dimensions(service, body.dimensions)
+
+    accept(request, model=body.model, input_text="\n".join(texts))
+    result = await service.embed(texts, truncate=body.truncate)
+    return {
+        "model": body.model,
+        "embeddings": result.vectors,
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "load_duration": 0,
+        "prompt_eval_count": result.prompt_tokens,
+    }
+
+
+async def embeddings(request: Request, body: EmbeddingsBody, state: AppState) -> dict[str, Any]:
+    body.log_ignored_fields("Ollama embeddings request")
+    service = embedding_service(state)
+    check_model(state, body.model, (service.model_id,))
+    if not body.prompt:
+        raise InvalidRequestError("'prompt' must be a non-empty string.", param="prompt")
+
+    accept(request, model=body.model, input_text=body.prompt)
+    result = await service.embed([body.prompt])
+    return {"embedding": result.vectors[0]}

@@ -48,6 +48,8 @@ def test_detection_next_to_chinese_characters(text: str, expected: list[tuple[st
     (f"4111 {CARD}", "longer grouped number"),
     ("4111 1111 1111 1111 1111 1111", "six groups of four"),
     ("192.168.1.1.5", "five dotted parts"),
+    ("5.192.168.1.1", "five dotted parts, leading extra"),
+    ("护照 XE12345678", "passport inside a longer code"),
     ("v10.0.0.1", "letter before"),
 ])
 def test_partial_numbers_not_reported(text: str, reason: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import os
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from enclave.cli import redact as redact_module
 from enclave.cli.main import run
+from enclave.i18n import catalogue
 
 RECORDS = [
     {"id": 1, "note": "客户手机13812345678", "messages": [
@@ -160,3 +163,15 @@ def test_messages_in_chinese_locale(run_redact: RunRedact) -> None:
 
     assert result.returncode == 2
     assert "找不到文件 missing.jsonl" in result.stderr
+
+
+def test_every_message_has_chinese_translation() -> None:
+    source = Path(redact_module.__file__).read_text(encoding="utf-8")
+    messages = [
+        node.args[0].value for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_"
+        and node.args and isinstance(node.args[0], ast.Constant)
+    ]
+    translations = catalogue("zh_CN")
+    assert len(messages) >= 10
+    assert [message for message in messages if message not in translations] == []

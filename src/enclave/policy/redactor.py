@@ -106,10 +106,10 @@ class PlaceholderMap:
 
 
 class Redactor:
-    """Finds personal data with the detectors that the privacy settings enable.
+    """Finder and replacer of personal data, built from the privacy settings.
 
     A Redactor holds only compiled patterns, so one instance can serve every request and
-    thread at once; per-request state lives in PlaceholderMap.
+    thread at once. Per-request state lives in PlaceholderMap.
     """
 
     def __init__(self, settings: PrivacySettings | None = None) -> None:

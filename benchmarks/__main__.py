@@ -10,6 +10,9 @@ import time
 BENCHMARKS = [
     "benchmarks.serving",
     "benchmarks.pii",
+    "benchmarks.audit",
+    "benchmarks.embeddings",
+    "benchmarks.metrics_overhead",
 ]
 
 

@@ -148,7 +148,7 @@ def test_writer_reconnects_after_connection_closed(database_url: str, tmp_path: 
 
     assert closed == 1
     assert (first.seq, second.seq) == (1, 2)
-    assert trail.stats.snapshot()["write_failures"] == 0
+    assert trail.counters.snapshot()["write_failures"] == 0
 
 
 def test_read_only_database_fails_closed(database_url: str, tmp_path: Path) -> None:
@@ -162,7 +162,7 @@ def test_read_only_database_fails_closed(database_url: str, tmp_path: Path) -> N
 
     assert caught.value.status_code == 503
     assert "read-only" in str(caught.value.__cause__)
-    assert trail.stats.snapshot()["write_failures"] == 1
+    assert trail.counters.snapshot()["write_failures"] == 1
 
 
 def test_read_only_database_spools_fail_open(database_url: str, tmp_path: Path) -> None:
@@ -177,7 +177,7 @@ def test_read_only_database_spools_fail_open(database_url: str, tmp_path: Path) 
 
     assert result.status is AppendStatus.SPOOLED
     assert "req-2" in (tmp_path / "audit" / "spool.jsonl").read_text(encoding="utf-8")
-    assert trail.stats.snapshot()["records_spooled"] == 1
+    assert trail.counters.snapshot()["records_spooled"] == 1
 
 
 def make_read_only(database_url: str) -> None:

@@ -73,7 +73,10 @@ def test_open_and_complete_commit_linked_records(tmp_path: Path) -> None:
     assert records[0]["key_prefix"] == "sk-ab12"
     assert records[0]["time"].endswith("Z") and len(records[0]["time"]) == 27
     assert records[1]["latency_ms"] == 85.25
-    assert trail.stats.snapshot()["records_written"] == 2
+    assert trail.stats() == {
+        "records_written_total": 2, "write_failures_total": 0, "write_timeouts_total": 0,
+        "records_spooled_total": 0, "records_replayed_total": 0, "records_dropped_total": 0,
+        "verify_failures_total": 0, "spooled_records": 0}
 
 
 def test_digest_only_stores_no_query_text(tmp_path: Path) -> None:
@@ -139,7 +142,7 @@ def test_fail_closed_raises_503_when_store_locked(tmp_path: Path) -> None:
     assert caught.value.status_code == 503
     assert caught.value.code == "audit_unavailable"
     assert after.status is AppendStatus.COMMITTED
-    assert trail.stats.snapshot()["write_failures"] == 1
+    assert trail.counters.snapshot()["write_failures"] == 1
     assert [record["request_id"] for record in stored_records(tmp_path)] == ["req-2"]
 
 
@@ -150,10 +153,12 @@ def test_fail_open_spools_and_replays(tmp_path: Path) -> None:
         with write_locked(tmp_path):
             failed = trail.open_request(opened("req-1"))
             spooled_lines = spool_file.read_text(encoding="utf-8").splitlines()
+            waiting = trail.stats()["spooled_records"]
         after = trail.open_request(opened("req-2"))
-    stats = trail.stats.snapshot()  # after close(): the replay follows the commit of req-2
+    stats = trail.counters.snapshot()  # after close(): the replay follows the commit of req-2
 
     assert failed.status is AppendStatus.SPOOLED
+    assert waiting == 1
     assert [json.loads(line)["request_id"] for line in spooled_lines] == ["req-1"]
     assert after.status is AppendStatus.COMMITTED
     assert stats["records_spooled"] == 1
@@ -186,7 +191,7 @@ def test_spool_drops_oldest_beyond_limit(tmp_path: Path) -> None:
         with write_locked(tmp_path):
             for index in range(3):
                 trail.open_request(opened(f"req-{index}"))
-        stats = trail.stats.snapshot()
+        stats = trail.counters.snapshot()
 
     assert stats["records_spooled"] == 3
     assert stats["records_dropped"] == 1
@@ -220,7 +225,7 @@ def test_verify_failure_counted(tmp_path: Path) -> None:
         report = trail.verify()
 
     assert not report.ok
-    assert trail.stats.snapshot()["verify_failures"] == 1
+    assert trail.counters.snapshot()["verify_failures"] == 1
 
 
 def test_close_signs_final_checkpoint(tmp_path: Path) -> None:

@@ -28,9 +28,11 @@ Interface for the request path::
   when the record cannot be committed within ``write_timeout_s``. It is a ``RequestError``
   with status 503, so the HTTP layer renders it like any other request error. Under
   ``fail-open`` they return an ``AppendResult`` whose status is ``spooled`` or ``pending``.
-- ``trail.stats.snapshot()`` returns the counters for metrics: records_written,
-  write_failures, write_timeouts, records_spooled, records_replayed, records_dropped and
-  verify_failures.
+- ``trail.stats()`` returns the figures for metrics (register the trail in
+  ``AppState.stats_providers["audit"]``): the counters records_written_total,
+  write_failures_total, write_timeouts_total, records_spooled_total,
+  records_replayed_total, records_dropped_total and verify_failures_total, and the gauge
+  spooled_records. ``trail.counters`` holds the same counters as attributes.
 - ``query`` must already be redacted: the trail stores its first ``excerpt_chars``
   characters (unless ``digest_only``) and its SHA-256 digest. ``Principal.key_prefix`` is the
   public prefix of the API key; a value longer than 16 characters is rejected as a

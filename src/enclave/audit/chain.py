@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from enclave.audit.records import Record, parse_time
 
@@ -31,12 +31,12 @@ class Head:
 GENESIS = Head(0, GENESIS_HASH)
 
 
-@dataclass(frozen=True, slots=True)
-class ChainRow:
+class ChainRow(NamedTuple):
     """One stored record with its chain fields and the columns copied out for searching.
 
     The search columns (kind to error_code) repeat values of ``record``; verification checks
-    that they still agree with it.
+    that they still agree with it. A named tuple, because verification builds a million of
+    them and the database drivers take and return plain tuples.
     """
 
     seq: int
@@ -52,10 +52,14 @@ class ChainRow:
     hash: str
 
 
+# One encoder for every record: building a JSONEncoder per call costs more than encoding.
+_CANONICAL_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                                      allow_nan=False)
+
+
 def canonical_json(record: Mapping[str, Any]) -> str:
     """Serialize a record as canonical JSON: sorted keys, no whitespace, UTF-8 text."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    return _CANONICAL_ENCODER.encode(record)
 
 
 def link_hash(prev_hash: str, record_json: str) -> str:

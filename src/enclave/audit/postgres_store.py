@@ -81,6 +81,4 @@ class PostgresStore(AuditStore):
     def _insert_rows(self, connection: psycopg.Connection[Any], rows: Sequence[ChainRow]) -> None:
         with connection.cursor() as cursor, cursor.copy(_COPY_ROWS) as copy:
             for row in rows:
-                copy.write_row((row.seq, row.kind, row.time_us, row.request_id, row.user_id,
-                                row.model, row.status, row.error_code, row.record,
-                                row.prev_hash, row.hash))
+                copy.write_row(row)

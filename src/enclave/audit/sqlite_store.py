@@ -65,8 +65,4 @@ class SQLiteStore(AuditStore):
 
     def _insert_rows(self, connection: sqlite3.Connection, rows: Sequence[ChainRow]) -> None:
         connection.executemany(
-            "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(row.seq, row.kind, row.time_us, row.request_id, row.user_id, row.model,
-              row.status, row.error_code, row.record, row.prev_hash, row.hash)
-             for row in rows],
-        )
+            "INSERT INTO audit_records VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)

@@ -25,7 +25,7 @@ from enclave.audit.signing import CheckpointSigner, load_or_create_signing_key, 
 from enclave.audit.spool import Spool
 from enclave.audit.store import AuditStore, StoreOptions
 from enclave.audit.verify import VerifyReport, verify_chain
-from enclave.audit.writer import AuditStats, GroupCommitWriter
+from enclave.audit.writer import AuditCounters, GroupCommitWriter
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class AuditTrail:
     def __init__(self, settings: AuditSettings, data_dir: Path) -> None:
         self.settings = settings
         self.url = store_url(settings, data_dir)
-        self.stats = AuditStats()
+        self.counters = AuditCounters()
         self.signer = CheckpointSigner(
             load_or_create_signing_key(signing_key_path(settings, data_dir)))
         self._options = StoreOptions(
@@ -70,7 +70,7 @@ class AuditTrail:
         self._check_store(store)
         fail_open = settings.failure_policy == "fail-open"
         spool = Spool(spool_path(data_dir), settings.spool_max_records) if fail_open else None
-        self._writer = GroupCommitWriter(store, self.stats, spool=spool,
+        self._writer = GroupCommitWriter(store, self.counters, spool=spool,
                                          idle_checkpoint_s=settings.checkpoint_max_age_s)
         self._writer.start()
         logger.info("Audit trail writing to %s (%s, checkpoint key %s)", store.description,
@@ -137,7 +137,7 @@ class AuditTrail:
         return AppendResult(AppendStatus.COMMITTED, seq)
 
     def _timed_out(self) -> AppendResult:
-        self.stats.add("write_timeouts")
+        self.counters.add("write_timeouts")
         timeout = self.settings.write_timeout_s
         if self.settings.failure_policy == "fail-closed":
             # NOTE: the record stays queued and may still be committed after this error.
@@ -163,10 +163,17 @@ class AuditTrail:
         finally:
             store.close()
         if not report.ok:
-            self.stats.add("verify_failures")
+            self.counters.add("verify_failures")
             logger.error("Audit chain verification found %d breaks; the first: %s at %s",
                          len(report.breaks), report.breaks[0].kind, report.breaks[0].span())
         return report
+
+    def stats(self) -> dict[str, int]:
+        """Return the figures for metrics: counters end in ``_total``; ``spooled_records`` is
+        the number of records waiting in the spool now."""
+        figures = {f"{name}_total": value for name, value in self.counters.snapshot().items()}
+        figures["spooled_records"] = self._writer.spooled()
+        return figures
 
     def close(self) -> None:
         """Commit queued records, sign a final checkpoint and stop the writer."""

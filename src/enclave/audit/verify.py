@@ -11,7 +11,6 @@ number and kind.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -27,6 +26,7 @@ from enclave.audit.store import Anchor, AuditStore
 # Hashes of the most recent rows, so a broken link can be traced to the row it skips to.
 _RECENT_HASHES = 4096
 RANGE_NOTE = "(first of the range)"
+_DECODER = json.JSONDecoder()
 _COLUMN_NAMES = ("kind", "time_us", "request_id", "user_id", "model", "status", "error_code")
 
 
@@ -118,7 +118,10 @@ class _Walker:
         self.checkpoints = checkpoints
         self.last_good_checkpoint = start.seq
         self.reordered: set[int] = set()
-        self.recent: OrderedDict[str, int] = OrderedDict()
+        # The hashes of the last _RECENT_HASHES rows: a dict for lookups and a ring of the
+        # same hashes that says which one to forget next.
+        self.recent: dict[str, int] = {}
+        self.recent_ring: list[str | None] = [None] * _RECENT_HASHES
         self.pending: _Pending | None = None
         self.count = 0
 
@@ -158,6 +161,8 @@ class _Walker:
             return
         stored = (row.kind, row.time_us, row.request_id, row.user_id, row.model, row.status,
                   row.error_code)
+        if expected == stored:
+            return
         for name, want, have in zip(_COLUMN_NAMES, expected, stored, strict=True):
             if want != have:
                 self.add(BreakKind.EDITED, row.seq, row.seq,
@@ -228,9 +233,12 @@ class _Walker:
         self.last_seq = row.seq
         self.last_sealed = max(self.last_sealed, sealed)
         self.last_hash = row.hash
+        slot = self.count % _RECENT_HASHES
+        forgotten = self.recent_ring[slot]
+        if forgotten is not None:
+            self.recent.pop(forgotten, None)
+        self.recent_ring[slot] = row.hash
         self.recent[row.hash] = row.seq
-        if len(self.recent) > _RECENT_HASHES:
-            self.recent.popitem(last=False)
 
     def finish(self) -> None:
         self._resolve_pending(None)
@@ -238,7 +246,7 @@ class _Walker:
 
 def _parse(text: str) -> dict[str, Any] | None:
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None

@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class AuditStats:
-    """Counters of the audit trail, for metrics; read them with ``snapshot()``."""
+class AuditCounters:
+    """Counters of the audit trail; ``snapshot()`` reads them all at once."""
 
     records_written: int = 0
     write_failures: int = 0
@@ -71,14 +71,14 @@ class GroupCommitWriter:
     def __init__(
         self,
         store: AuditStore,
-        stats: AuditStats,
+        counters: AuditCounters,
         *,
         spool: Spool | None,
         batch_max_records: int = 512,
         idle_checkpoint_s: float = 60.0,
     ) -> None:
         self._store = store
-        self._stats = stats
+        self._counters = counters
         self._spool = spool
         self._batch_max = batch_max_records
         self._idle_s = idle_checkpoint_s
@@ -90,6 +90,10 @@ class GroupCommitWriter:
 
     def start(self) -> None:
         self._thread.start()
+
+    def spooled(self) -> int:
+        """Return the number of records waiting in the spool."""
+        return len(self._spool) if self._spool is not None else 0
 
     def submit(self, record: Record) -> Future[int]:
         """Queue a record; the future resolves to its sequence number once committed, or to
@@ -163,20 +167,20 @@ class GroupCommitWriter:
             self._store.migrate()
             self._migrated = True
         seqs = self._store.append(records)
-        self._stats.add("records_written", len(records))
+        self._counters.add("records_written", len(records))
         self._dirty = True
         return seqs
 
     def _fail(self, records: list[Record], error: AuditError) -> None:
-        self._stats.add("write_failures", len(records))
+        self._counters.add("write_failures", len(records))
         if self._spool is None:
             logger.error("Could not commit %d audit records: %s", len(records), error)
             return
         for record in records:
             record["spooled"] = True
         dropped = self._spool.add(records)
-        self._stats.add("records_spooled", len(records))
-        self._stats.add("records_dropped", dropped)
+        self._counters.add("records_spooled", len(records))
+        self._counters.add("records_dropped", dropped)
         logger.error("Could not commit %d audit records, spooled them for a retry "
                      "(%d spooled): %s", len(records), len(self._spool), error)
 
@@ -191,7 +195,7 @@ class GroupCommitWriter:
                 self._spool.put_back(records)
                 logger.warning("Replaying %d spooled audit records failed: %s", len(records), exc)
                 return
-            self._stats.add("records_replayed", len(records))
+            self._counters.add("records_replayed", len(records))
             logger.info("Committed %d spooled audit records", len(records))
         self._spool.clear_file()
 

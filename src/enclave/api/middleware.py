@@ -16,6 +16,9 @@ from enclave.logs import request_id_var
 logger = logging.getLogger("enclave.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
+# Fields of a generation request that the text log format appends to the access line; the
+# JSON format writes every field of access_log_fields().
+_TEXT_FIELDS = ("model", "user_id", "ttft_ms", "tokens_per_s", "queue_ms", "completion_tokens")
 # A client-supplied id is kept only if it is short and plain, so it cannot forge log lines.
 _ACCEPTED_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
 
@@ -60,12 +63,16 @@ class RequestContextMiddleware:
         finally:
             if status == 0:
                 record.status = 499  # the client went away before a response started
+            record.attributes["route_template"] = _route_template(scope)
             self._notify(record)
+            duration_ms = (time.perf_counter() - started) * 1000.0
+            fields = access_log_fields(record)
+            summary = "".join(f" {key}={fields[key]}" for key in _TEXT_FIELDS if key in fields)
             logger.info(
-                "%s %s %d %.1f ms", scope["method"], scope["path"], status,
-                (time.perf_counter() - started) * 1000.0,
+                "%s %s %d %.1f ms%s", scope["method"], scope["path"], status, duration_ms,
+                summary,
                 extra={"method": scope["method"], "path": scope["path"], "status": status,
-                       "duration_ms": round((time.perf_counter() - started) * 1000.0, 3)},
+                       "duration_ms": round(duration_ms, 3), **fields},
             )
             request_id_var.reset(token)
 
@@ -84,3 +91,46 @@ class RequestContextMiddleware:
             if name == REQUEST_ID_HEADER and _ACCEPTED_ID.match(value):
                 return bytes(value).decode()
         return f"req-{secrets.token_hex(8)}"
+
+
+def _route_template(scope: Scope) -> str | None:
+    """Return the matched route's path template (``/v1/models/{model_id:path}``), if any."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else None
+
+
+def access_log_fields(record: RequestRecord) -> dict[str, Any]:
+    """Return the access-log fields of a request: who, which model, timings, outcome.
+
+    Counts and timings only: neither prompt nor answer text appears here.
+    """
+    fields: dict[str, Any] = {}
+    principal = record.principal
+    for name in ("user_id", "key_prefix"):
+        value = getattr(principal, name, None)
+        if value is not None:
+            fields[name] = value
+    if not record.accepted:
+        return fields
+
+    fields["model"] = record.model
+    fields["stream"] = record.stream
+    fields["prompt_tokens"] = record.prompt_tokens
+    fields["cached_tokens"] = record.cached_tokens
+    fields["completion_tokens"] = record.completion_tokens
+    if record.queue_s is not None:
+        fields["queue_ms"] = round(record.queue_s * 1000.0, 1)
+    ttft = record.time_to_first_token_s
+    if ttft is not None:
+        fields["ttft_ms"] = round(ttft * 1000.0, 1)
+    if record.first_token_at is not None and record.last_token_at is not None:
+        decode_s = record.last_token_at - record.first_token_at
+        # The first token ends prefill, so decoding produced the others.
+        if decode_s > 0 and record.completion_tokens > 1:
+            fields["tokens_per_s"] = round((record.completion_tokens - 1) / decode_s, 1)
+    if record.finish_reason is not None:
+        fields["finish_reason"] = record.finish_reason
+    if record.error_code is not None:
+        fields["error_code"] = record.error_code
+    return fields

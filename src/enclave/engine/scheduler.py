@@ -29,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import llama_cpp
 
@@ -55,6 +55,35 @@ from enclave.errors import (
 logger = logging.getLogger(__name__)
 
 Delivery = Callable[[list[tuple["Sequence", Event]]], None]
+
+
+class StepTracer(Protocol):
+    """Receives the phases of each scheduler step, timed with ``time.perf_counter()``.
+
+    Phases: ``schedule`` (reap, admit, build the batch), ``prefill``, ``decode`` or
+    ``prefill+decode`` (the ``llama_decode`` call, named after what the batch held),
+    ``sample`` (sampling, detokenization, stop strings) and ``deliver``. Called on the
+    scheduler thread, so it must be quick.
+    """
+
+    def record(self, phase: str, started_s: float, ended_s: float, prompt_tokens: int,
+               generated_tokens: int) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PerfCounters:
+    """llama.cpp's own counters of one context (``llama_perf_context``), in milliseconds.
+
+    llama.cpp counts a ``llama_decode`` call of several tokens as prompt evaluation and a
+    call of one token as evaluation. With continuous batching the split is approximate, but
+    the sum is the time spent decoding.
+    """
+
+    load_ms: float
+    prompt_eval_ms: float
+    prompt_eval_tokens: int
+    eval_ms: float
+    eval_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +172,11 @@ class Scheduler:
         self._failure: str | None = None
         self._free_slots = config.parallel
         self._mean_request_s = 5.0
+        # llama.cpp rounds the context size up, and splits it per sequence unless unified.
+        self.kv_cells = int(llama_cpp.llama_n_ctx(self._context))
+        self.kv_cells_per_sequence = int(llama_cpp.llama_n_ctx_seq(self._context))
+        # Set by `enclave profile` to time each step; when None it costs one check per phase.
+        self.tracer: StepTracer | None = None
         self._thread = threading.Thread(target=self._run, name="enclave-scheduler", daemon=True)
         self._warm_up()
 
@@ -180,6 +214,9 @@ class Scheduler:
         self._put(0, warm_tokens[-1], len(warm_tokens), 0, True)
         self._batch.n_tokens = 1
         llama_cpp.llama_decode(self._context, self._batch)
+        # llama.cpp adds decode time to its perf counters when it synchronizes. Without this
+        # call, the first request's counters would include the idle time since warm-up.
+        llama_cpp.llama_synchronize(self._context)
         llama_cpp.llama_memory_clear(self._memory, True)
         llama_cpp.llama_perf_context_reset(self._context)
 
@@ -232,14 +269,32 @@ class Scheduler:
 
     def stats(self) -> dict[str, int]:
         """Return a snapshot of the slots and queue, for readiness and metrics."""
-        active = sum(1 for slot in self.slots if slot.sequence is not None)
+        active = [slot for slot in self.slots if slot.sequence is not None]
         return {
             "slots_total": len(self.slots),
-            "slots_active": active,
+            "slots_active": len(active),
             "queue_depth": len(self._waiting),
             "kv_cache_tokens": self.config.kv_cache_tokens,
             "kv_cached_tokens": sum(len(slot.tokens) for slot in self.slots),
+            "kv_active_tokens": sum(len(slot.tokens) for slot in active),
+            "kv_cells": self.kv_cells,
+            "kv_cells_per_sequence": self.kv_cells_per_sequence,
         }
+
+    def perf(self) -> PerfCounters | None:
+        """Return llama.cpp's counters since the model was loaded; None once stopping."""
+        with self._condition:
+            # Holding the lock keeps stop() from freeing the context during the read.
+            if self._stopping:
+                return None
+            data = llama_cpp.llama_perf_context(self._context)
+        return PerfCounters(
+            load_ms=float(data.t_load_ms),
+            prompt_eval_ms=float(data.t_p_eval_ms),
+            prompt_eval_tokens=int(data.n_p_eval),
+            eval_ms=float(data.t_eval_ms),
+            eval_tokens=int(data.n_eval),
+        )
 
     def _retry_after_s(self) -> int:
         waves = (len(self._waiting) + 1) / max(1, self.config.parallel)
@@ -267,15 +322,27 @@ class Scheduler:
     def _step(self) -> None:
         events: list[tuple[Sequence, Event]] = []
         now = time.monotonic()
+        tracer = self.tracer
+        mark = time.perf_counter() if tracer is not None else 0.0
 
         self._reap(now, events)
         self._admit(now, events)
         added, outputs = self._fill_batch()
-        if added and self._decode(added, events):
-            self._sample(outputs, events)
+        if tracer is not None:
+            mark = _trace(tracer, "schedule", mark, added)
+        if added:
+            decoded = self._decode(added, events)
+            if tracer is not None:
+                mark = _trace(tracer, _decode_phase(added), mark, added)
+            if decoded:
+                self._sample(outputs, events)
+                if tracer is not None:
+                    mark = _trace(tracer, "sample", mark, added)
 
         if events:
             self._deliver(events)
+            if tracer is not None:
+                _trace(tracer, "deliver", mark, added)
 
     def _reap(self, now: float, events: list[tuple[Sequence, Event]]) -> None:
         """End cancelled and expired sequences, whether running or still waiting."""
@@ -588,3 +655,20 @@ class Scheduler:
         if events:
             self._deliver(events)
 
+
+def _decode_phase(added: list[_Added]) -> str:
+    """Name a batch after its contents: prompt chunks, generated tokens, or both."""
+    has_prompt = any(item.was_pending is None for item in added)
+    has_generated = any(item.was_pending is not None for item in added)
+    if has_prompt and has_generated:
+        return "prefill+decode"
+    return "prefill" if has_prompt else "decode"
+
+
+def _trace(tracer: StepTracer, phase: str, started: float, added: list[_Added]) -> float:
+    """Report one phase to the tracer; return its end, the start of the next phase."""
+    ended = time.perf_counter()
+    prompt_tokens = sum(item.tokens for item in added if item.was_pending is None)
+    generated_tokens = sum(1 for item in added if item.was_pending is not None)
+    tracer.record(phase, started, ended, prompt_tokens, generated_tokens)
+    return ended

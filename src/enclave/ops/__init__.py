@@ -1,0 +1,1 @@
+"""Operational tools for the people who run Enclave."""

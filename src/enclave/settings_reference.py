@@ -6,10 +6,12 @@ the file is up to date, so the reference cannot drift from the code.
 
 from __future__ import annotations
 
+import enum
 import json
 import re
+import types
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -51,9 +53,25 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def _describe_type(annotation: Any) -> str:
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return " \\| ".join(f'"{member.value}"' for member in annotation)
+    if annotation is type(None):
+        return "none"
+    origin = get_origin(annotation)
+    arguments = get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(json.dumps(argument) for argument in arguments)
+    if origin in (types.UnionType, Union):
+        return " \\| ".join(_describe_type(argument) for argument in arguments)
+    if origin is not None:
+        inner = ", ".join(_describe_type(argument) for argument in arguments)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    return getattr(annotation, "__name__", str(annotation))
+
+
 def _type_text(field: FieldInfo) -> str:
-    text = str(field.annotation).replace("typing.", "").replace("pathlib.", "")
-    return text.replace("<class '", "").replace("'>", "").replace("|", "\\|")
+    return _describe_type(field.annotation)
 
 
 def _section_models() -> list[tuple[str, type[BaseModel], FieldInfo]]:
@@ -101,6 +119,7 @@ def reference_markdown() -> str:
         for name, field in model.model_fields.items():
             env = f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
             description = " ".join((field.description or "").split()).replace("|", "\\|")
+            description = description.replace("<", "&lt;").replace(">", "&gt;")
             lines.append(f"| `{name}` | {_type_text(field)} | {_default_text(field)} | "
                          f"`{env}` | {description} |")
     return "\n".join(lines) + "\n"

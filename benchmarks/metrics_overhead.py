@@ -10,6 +10,7 @@ spreads slow drift of the machine (other processes, CPU frequency) over both sid
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -97,6 +98,7 @@ def summarize(rates: list[float]) -> dict[str, float]:
 
 def main() -> None:
     bias = eog_bias()
+    load_before = os.getloadavg()[0]
     without: list[float] = []
     with_scraper: list[float] = []
     latencies: list[float] = []
@@ -109,6 +111,7 @@ def main() -> None:
                 with_scraper.append(stream_rate(server, bias))
             latencies.extend(scraper.latencies_s)
 
+    load_after = os.getloadavg()[0]
     plain, scraped = summarize(without), summarize(with_scraper)
     difference = (scraped["mean"] - plain["mean"]) / plain["mean"]
     data: dict[str, Any] = {
@@ -122,6 +125,8 @@ def main() -> None:
         "scrapes": len(latencies),
         "scrape_latency_ms": {"median": statistics.median(latencies) * 1000.0,
                               "max": max(latencies) * 1000.0},
+        # Other processes on the machine add noise; the 1-minute load average shows how much.
+        "load_average_1m": {"before": load_before, "after": load_after},
     }
     rows = [
         ["without scraper", f"{plain['mean']:.1f}", f"{plain['median']:.1f}",
@@ -135,7 +140,8 @@ def main() -> None:
         + markdown_table(["condition", "mean tokens/s", "median tokens/s", "stdev"], rows)
         + f"\nDifference of the means: {difference:+.1%}. {len(latencies)} scrapes, median "
         f"{data['scrape_latency_ms']['median']:.1f} ms, max "
-        f"{data['scrape_latency_ms']['max']:.1f} ms.\n"
+        f"{data['scrape_latency_ms']['max']:.1f} ms. Load average (1 min) "
+        f"{load_before:.2f} before, {load_after:.2f} after.\n"
     )
     path = write_results("metrics_overhead", data, markdown)
     print(markdown)

@@ -68,6 +68,8 @@ class Nvml:
         return [reading for reading in readings if reading is not None]
 
     def _read_device(self, index: int) -> GpuReading | None:
+        # NOTE: the test suite runs this against a fake pynvml only; it has not been run on
+        # an NVIDIA GPU, so driver-specific errors beyond NVMLError_NotSupported are untested.
         library = self._library
         try:
             handle = library.nvmlDeviceGetHandleByIndex(index)

@@ -70,8 +70,8 @@ def move(connection: sqlite3.Connection, old_seq: int, new_seq: int) -> None:
 
 
 def insert_forged(connection: sqlite3.Connection, after_seq: int) -> None:
-    """Insert a well-formed record chained to ``after_seq``, as a forger who knows the
-    algorithm but not the signing key would."""
+    """Insert a well-formed record chained to ``after_seq``, as a forger with the algorithm
+    but without the signing key would."""
     prev_hash = connection.execute("SELECT hash FROM audit_records WHERE seq = ?",
                                    (after_seq,)).fetchone()[0]
     row = seal([request("forged", "mallory")], Head(after_seq, prev_hash))[0]

@@ -169,7 +169,8 @@ def test_search_table_shows_outcome(data_dir: Path) -> None:
 
     lines = result.output.splitlines()
     assert lines[0].split()[:3] == ["TIME", "REQUEST", "USER"]
-    assert "req-5" in lines[2] and "interrupted" in lines[2]
+    assert "req-5" in lines[2]
+    assert "interrupted" in lines[2]
 
 
 def test_search_rejects_invalid_time(data_dir: Path) -> None:

@@ -71,7 +71,8 @@ def test_open_and_complete_commit_linked_records(tmp_path: Path) -> None:
     assert records[0]["query_excerpt"] == QUERY[:50]
     assert records[0]["pii"] == {"PERSON": 1}
     assert records[0]["key_prefix"] == "sk-ab12"
-    assert records[0]["time"].endswith("Z") and len(records[0]["time"]) == 27
+    assert records[0]["time"].endswith("Z")
+    assert len(records[0]["time"]) == 27  # microseconds: 2025-01-31T12:00:00.000001Z
     assert records[1]["latency_ms"] == 85.25
     assert trail.stats() == {
         "records_written_total": 2, "write_failures_total": 0, "write_timeouts_total": 0,
@@ -119,7 +120,7 @@ def test_readable_signing_key_rejected(tmp_path: Path) -> None:
         load_signing_key(key_path)
 
 
-def test_async_requests_share_commits(tmp_path: Path) -> None:
+def test_concurrent_async_requests_committed(tmp_path: Path) -> None:
     async def serve_requests(trail: AuditTrail) -> list[int | None]:
         results = await asyncio.gather(*(trail.open_request_async(opened(f"req-{index}"))
                                          for index in range(200)))
@@ -238,3 +239,16 @@ def test_close_signs_final_checkpoint(tmp_path: Path) -> None:
     checkpoints = store.checkpoints()
     store.close()
     assert checkpoints[-1].seq == 5
+
+
+def test_unserializable_record_fails_alone(tmp_path: Path) -> None:
+    broken = RequestOpened("req-1", Principal("alice"), "/v1/chat/completions", "smollm2",
+                           QUERY, client=object())  # type: ignore[arg-type]
+
+    with AuditTrail(AuditSettings(), tmp_path) as trail:
+        with pytest.raises(AuditUnavailableError):
+            trail.open_request(broken)
+        after = trail.open_request(opened("req-2"))
+
+    assert after.seq == 1
+    assert trail.counters.snapshot()["write_failures"] == 1

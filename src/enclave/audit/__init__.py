@@ -32,7 +32,7 @@ Interface for the request path::
   ``AppState.stats_providers["audit"]``): the counters records_written_total,
   write_failures_total, write_timeouts_total, records_spooled_total,
   records_replayed_total, records_dropped_total and verify_failures_total, and the gauge
-  spooled_records. ``trail.counters`` holds the same counters as attributes.
+  spooled_records. ``trail.counters`` contains the same counters as attributes.
 - ``query`` must already be redacted: the trail stores its first ``excerpt_chars``
   characters (unless ``digest_only``) and its SHA-256 digest. ``Principal.key_prefix`` is the
   public prefix of the API key; a value longer than 16 characters is rejected as a

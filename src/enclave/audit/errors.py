@@ -1,7 +1,7 @@
 """Errors of the audit trail.
 
-``AuditUnavailableError`` is a request error (HTTP 503) so that the HTTP layer renders it
-like any other; ``AuditError`` covers misuse and broken stores found by the CLI.
+``AuditUnavailableError`` is a request error (HTTP 503), so the HTTP layer renders it like
+any other. ``AuditError`` covers misuse and broken stores found by the CLI.
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ def write_csv(store: AuditStore, out: TextIO, since_us: int | None = None,
 
 
 class ExportFile:
-    """A JSONL export read back as a chain source for verification."""
+    """Chain source that reads a JSONL export back for verification."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

@@ -1,4 +1,4 @@
-"""Where the audit trail keeps its files, and how a store is opened from its URL."""
+"""File locations of the audit trail, and the function that opens a store from its URL."""
 
 from __future__ import annotations
 
@@ -48,8 +48,11 @@ def create_store(url: str, options: StoreOptions) -> AuditStore:
 
 
 def open_existing_store(url: str, options: StoreOptions | None = None) -> AuditStore:
-    """Open a store for reading, applying pending migrations; a missing SQLite file is an
-    error, so that a wrong path does not silently verify an empty chain."""
+    """Open a store for reading and apply pending migrations.
+
+    A missing SQLite file raises AuditError, so that a wrong path does not silently verify an
+    empty chain.
+    """
     store = create_store(url, options or StoreOptions())
     path = getattr(store, "path", None)
     if isinstance(path, Path) and not path.exists():

@@ -35,8 +35,8 @@ _RECORD_COLUMNS = """
     hash TEXT NOT NULL
 """
 
-# audit_head is the single row that writers lock to serialize appends; it also remembers the
-# last checkpoint so a writer can tell when the next one is due.
+# audit_head is the single row that writers lock to serialize appends. It also stores the
+# last checkpoint, so that a writer can tell when the next one is due.
 _COMMON_TABLES = (
     "CREATE TABLE audit_head (id INTEGER PRIMARY KEY CHECK (id = 1), seq BIGINT NOT NULL, "
     "hash TEXT NOT NULL, checkpoint_seq BIGINT NOT NULL, checkpoint_time_us BIGINT NOT NULL)",

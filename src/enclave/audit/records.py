@@ -1,4 +1,4 @@
-"""What one audit record contains, and how request events become records.
+"""Audit record schema, and the functions that turn request events into records.
 
 A request produces two records linked by its request id: an ``open`` record when the request
 is accepted, before any generation, and a ``close`` record with the outcome. An ``open``
@@ -26,7 +26,7 @@ Record = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who sent a request: the user id and the public prefix of the API key used.
+    """Sender of a request: the user id and the public prefix of the API key used.
 
     Only the prefix is recorded, never the key secret, so a key longer than
     MAX_KEY_PREFIX_CHARS is rejected as a probable secret.

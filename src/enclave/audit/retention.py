@@ -36,7 +36,7 @@ def retention_cutoff_us(months: int, now_us: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class PurgePlan:
-    """What a purge removes: every record up to ``cut.seq``."""
+    """Plan of a purge, which removes every record up to ``cut.seq``."""
 
     cut: Checkpoint
     cutoff_us: int

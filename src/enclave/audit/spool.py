@@ -38,11 +38,12 @@ class Spool:
         self._records.extend(records)
         dropped = 0
         while len(self._records) > self.max_records:
-            lost = self._records.popleft()
+            self._records.popleft()
             dropped += 1
-            logger.error("Audit spool full (%d records): dropped the %s record of request %s "
-                         "from memory; it remains only in %s", self.max_records,
-                         lost.get("kind"), lost.get("request_id"), self.path)
+        if dropped:
+            logger.error("Audit spool full (%d records): dropped the %d oldest from memory. "
+                         "They remain only in %s, which the next start imports",
+                         self.max_records, dropped, self.path)
         self.dropped += dropped
         self._dropped_since_clear += dropped
         return dropped
@@ -53,10 +54,10 @@ class Spool:
 
     def take(self, limit: int) -> list[Record]:
         """Remove and return up to ``limit`` of the oldest records."""
-        taken: list[Record] = []
-        while self._records and len(taken) < limit:
-            taken.append(self._records.popleft())
-        return taken
+        oldest: list[Record] = []
+        while self._records and len(oldest) < limit:
+            oldest.append(self._records.popleft())
+        return oldest
 
     def put_back(self, records: Sequence[Record]) -> None:
         """Return records taken by ``take`` that could not be written, oldest first."""

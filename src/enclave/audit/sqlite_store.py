@@ -14,10 +14,10 @@ from enclave.audit.store import AuditStore, StoreOptions
 
 
 class SQLiteStore(AuditStore):
-    """The chain in a SQLite file; other processes may read it while this one writes.
+    """The chain in a SQLite file. Other processes may read it while this one writes.
 
-    ``synchronous=NORMAL`` in WAL mode makes a commit survive a crash of the process but not
-    a power loss; ``full`` adds an fsync per commit (see ``audit.sqlite_synchronous``).
+    In WAL mode, ``synchronous=NORMAL`` makes a commit survive a crash of the process but
+    not a power loss. ``FULL`` adds an fsync per commit (see ``audit.sqlite_synchronous``).
     """
 
     migrations = SQLITE_MIGRATIONS

@@ -31,7 +31,7 @@ _PAGE_ROWS = 10_000
 
 @dataclass(frozen=True, slots=True)
 class StoreOptions:
-    """How a store writes: who signs checkpoints, how often, and how long to wait for locks."""
+    """Write options of a store: the checkpoint signer and interval, and the lock timeout."""
 
     signer: CheckpointSigner | None = None
     checkpoint_interval: int = 1000
@@ -92,7 +92,7 @@ class AuditStore(ABC):
     @property
     @abstractmethod
     def description(self) -> str:
-        """Where the store is, without any password."""
+        """Return the location of the store, without any password."""
 
     @abstractmethod
     def _connect(self) -> Any: ...
@@ -103,7 +103,7 @@ class AuditStore(ABC):
 
     @abstractmethod
     def _begin_read(self, connection: Any) -> None:
-        """Start a read-only transaction that sees one consistent snapshot."""
+        """Start a read-only transaction that reads from one consistent snapshot."""
 
     @abstractmethod
     def _begin_migration(self, connection: Any) -> None:

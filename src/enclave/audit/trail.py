@@ -38,11 +38,16 @@ class AppendStatus(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class AppendResult:
-    """What became of a record: committed at ``seq``, spooled after a failed commit
+    """Outcome of one append: committed at ``seq``, spooled after a failed commit
     (fail-open), or still pending when the wait timed out (fail-open)."""
 
     status: AppendStatus
     seq: int | None = None
+
+
+def _discard_outcome(waiter: asyncio.Future[int]) -> None:
+    if not waiter.cancelled():
+        waiter.exception()
 
 
 class AuditTrail:
@@ -57,7 +62,7 @@ class AuditTrail:
         self.counters = AuditCounters()
         self.signer = CheckpointSigner(
             load_or_create_signing_key(signing_key_path(settings, data_dir)))
-        self._options = StoreOptions(
+        options = StoreOptions(
             signer=self.signer,
             checkpoint_interval=settings.checkpoint_interval,
             checkpoint_max_age_s=settings.checkpoint_max_age_s,
@@ -66,7 +71,7 @@ class AuditTrail:
             timeout_s=settings.write_timeout_s / 2,
             sqlite_synchronous=settings.sqlite_synchronous,
         )
-        store = create_store(self.url, self._options)
+        store = create_store(self.url, options)
         self._check_store(store)
         fail_open = settings.failure_policy == "fail-open"
         spool = Spool(spool_path(data_dir), settings.spool_max_records) if fail_open else None
@@ -131,6 +136,9 @@ class AuditTrail:
         try:
             seq = await asyncio.wait_for(asyncio.shield(waiter), self.settings.write_timeout_s)
         except TimeoutError:
+            # Nobody awaits the waiter any more: retrieve its outcome so that asyncio does
+            # not log a late failure as an unretrieved exception.
+            waiter.add_done_callback(_discard_outcome)
             return self._timed_out()
         except AuditError as exc:
             return self._failed(exc)

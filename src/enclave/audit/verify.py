@@ -1,11 +1,11 @@
 """Verification of a chain: find every edited, deleted, inserted or reordered record.
 
-The walk starts at the anchor left by the last purge (or at the genesis) and checks, for
-each stored row, that its record still matches its hash, that its search columns still match
-its record, that it links to the row before it and that it sits at the sequence number it
-was sealed with. Signed checkpoints catch the one change the chain alone cannot: records
-rewritten together with every hash after them. Breaks are reported by stored sequence
-number and kind.
+The walk starts at the anchor left by the last purge, or else at the genesis. For each
+stored row it checks four things: the record still matches its hash, the search columns
+still match the record, the row links to the row before it, and the row sits at the
+sequence number it was sealed with. Signed checkpoints catch the one change the chain alone
+cannot: records rewritten together with every hash after them. Breaks are reported by
+stored sequence number and kind.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class VerifyReport:
 
 
 class ChainSource(Protocol):
-    """Where verification reads a chain: a store, or a JSONL export."""
+    """Source of a chain to verify: a store, or a JSONL export."""
 
     def head(self) -> Head | None: ...
 
@@ -118,8 +118,8 @@ class _Walker:
         self.checkpoints = checkpoints
         self.last_good_checkpoint = start.seq
         self.reordered: set[int] = set()
-        # The hashes of the last _RECENT_HASHES rows: a dict for lookups and a ring of the
-        # same hashes that says which one to forget next.
+        # The hashes of the last _RECENT_HASHES rows, in a dict for lookups. The ring
+        # contains the same hashes in order, so it tells which one to drop next.
         self.recent: dict[str, int] = {}
         self.recent_ring: list[str | None] = [None] * _RECENT_HASHES
         self.pending: _Pending | None = None

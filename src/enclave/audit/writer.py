@@ -64,8 +64,8 @@ class GroupCommitWriter:
     """Owns one store and commits queued records from a single daemon thread.
 
     With a spool (the fail-open policy), records of a failed commit go to the spool and are
-    written again after the next successful commit; without one they are only reported to
-    their callers.
+    written again after the next successful commit. Without one, the failure is only
+    reported to their callers.
     """
 
     def __init__(
@@ -118,7 +118,7 @@ class GroupCommitWriter:
         while not stopping:
             batch, stopping = self._next_batch()
             if batch:
-                self._commit(batch)
+                self._commit_guarded(batch)
             elif not stopping:
                 self._replay_spool()
                 self._checkpoint_when_idle()
@@ -143,6 +143,18 @@ class GroupCommitWriter:
                 return batch, True
             batch.append(item)
         return batch, False
+
+    def _commit_guarded(self, batch: list[_Item]) -> None:
+        """Commit a batch; an unexpected error fails only this batch, not the thread."""
+        try:
+            self._commit(batch)
+        except Exception as exc:  # a bug must not leave every later caller waiting
+            logger.exception("The audit writer failed on a batch of %d records", len(batch))
+            self._counters.add("write_failures", len(batch))
+            error = AuditError(f"internal error of the audit writer: {exc}")
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(error)
 
     def _commit(self, batch: list[_Item]) -> None:
         for item in batch:

@@ -64,6 +64,8 @@ class LlamaEngine:
             threads=settings.threads or available_cpus(),
         )
         self.scheduler = Scheduler(model, config, self._deliver)
+        # Without a unified KV cache a sequence can use only its share of the cells.
+        self.context_size = min(self.context_size, self.scheduler.kv_cells_per_sequence)
         self.info = ModelInfo(
             id=model_id,
             path=model.path,
@@ -112,6 +114,9 @@ class LlamaEngine:
         """Tokenize prompt text, adding BOS if the model wants it and the text lacks it."""
         bos = self.model.bos_text
         add_bos = self.model.add_bos and not (bos and text.startswith(bos))
+        # NOTE: the rendered template is tokenized as one string with special tokens parsed,
+        # as llama.cpp's server does, so special-token text typed inside a message (such as
+        # "<|im_end|>") becomes that token and can end the user's turn early.
         tokens = self.model.tokenize(text, add_special=False, parse_special=True)
         return [self.model.bos_token, *tokens] if add_bos else tokens
 

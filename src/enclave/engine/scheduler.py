@@ -572,9 +572,10 @@ class Scheduler:
         request = sequence.request
         if request.max_tokens is not None and sequence.completion_tokens >= request.max_tokens:
             return True
-        # The pending token still has to be decoded, so it needs a cell of its own.
+        # The pending token still has to be decoded, so it needs a cell of its own. Without a
+        # unified cache each sequence owns only its share of the cells.
         assert sequence.slot is not None
-        return len(sequence.slot.tokens) + 1 >= self.config.kv_cache_tokens
+        return len(sequence.slot.tokens) + 1 >= self.kv_cells_per_sequence
 
     def _timings(self, sequence: Sequence, now: float) -> Timings:
         admitted = sequence.admitted_at or now

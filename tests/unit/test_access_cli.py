@@ -46,7 +46,9 @@ def test_keys_round_trip(data_dir: Path) -> None:
 
     listed = keys("list")
     assert prefix in listed.stdout
-    assert "alice" in listed.stdout and "SmolLM2-*" in listed.stdout and "active" in listed.stdout
+    assert "alice" in listed.stdout
+    assert "SmolLM2-*" in listed.stdout
+    assert "active" in listed.stdout
     assert secret not in listed.stdout + listed.stderr
 
     store = data_dir / "access" / "keys.db"
@@ -56,7 +58,8 @@ def test_keys_round_trip(data_dir: Path) -> None:
 
     rotated = keys("rotate", prefix)
     new_key = rotated.stdout.strip()
-    assert new_key.startswith("sk-enc-") and new_key != key
+    assert new_key.startswith("sk-enc-")
+    assert new_key != key
     assert "is revoked" in rotated.stderr
 
     revoked = keys("revoke", new_key)
@@ -87,7 +90,8 @@ def test_keys_messages_in_chinese(data_dir: Path) -> None:
     finally:
         set_locale(None)
     assert "密钥仅显示这一次" in created.stderr
-    assert "用户" in listed.stdout and "有效" in listed.stdout
+    assert "用户" in listed.stdout
+    assert "有效" in listed.stdout
 
 
 def test_keys_error_is_one_line(data_dir: Path) -> None:

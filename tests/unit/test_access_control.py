@@ -130,7 +130,7 @@ def test_forget_applies_revocation_at_once(tmp_path: Path) -> None:
         authenticate(control, key)
 
 
-def test_admin_api_needs_admin_role_even_without_key_requirement(tmp_path: Path) -> None:
+def test_admin_role_required_in_every_mode(tmp_path: Path) -> None:
     control = make_control(tmp_path, mode="never")
     user_key = new_key(control)
     admin_key = new_key(control, role="admin")

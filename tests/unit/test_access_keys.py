@@ -210,4 +210,6 @@ def test_key_view_hides_secret_material(tmp_path: Path) -> None:
     view = manage.key_view(issued.record)
     assert view["prefix"] == f"sk-enc-{issued.record.prefix}"
     assert view["status"] == "active"
-    assert "salt" not in view and "digest" not in view and "key" not in view
+    assert "salt" not in view
+    assert "digest" not in view
+    assert "key" not in view

@@ -28,7 +28,7 @@ class FakeClock:
         return self.now
 
 
-def test_acquire_allows_a_minute_of_burst_then_one_per_interval() -> None:
+def test_acquire_burst_then_interval() -> None:
     tat, now, interval = 0.0, 100.0, 20.0  # 3 requests per minute
     for _ in range(3):
         new_tat, wait = acquire(tat, now, interval)

@@ -25,7 +25,7 @@ OLLAMA_TAGS = {"models": [{"name": "alpha:latest", "model": "alpha:latest"},
 
 
 class Downstream:
-    """The app behind the middleware: records what reached it and answers with a body."""
+    """The app behind the middleware: records what reached it and responds with a body."""
 
     def __init__(self, body: dict[str, Any]) -> None:
         self.body = body

@@ -1,9 +1,9 @@
 """Authentication and rate limiting of one request: presented key -> principal.
 
 Key records are cached for ``access.cache_ttl_s`` seconds (5 by default), so most requests
-do not reach the store. The bound this gives: a key revoked through another replica or the
-CLI stops working here within ``cache_ttl_s``; a key revoked through this server's admin API
-stops at once. Expiry is checked on every request against the cached record, so it is exact.
+do not reach the store. A key revoked through another replica or the CLI therefore stops
+working here within ``cache_ttl_s``. A key revoked through this server's admin API stops at
+once. Expiry is checked on every request against the cached record, so it is exact.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ _PREFIX_PATTERN = re.compile(r"(?:sk-enc-)?([0-9a-f]{12})(?:-.*)?")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who sends a request: the user behind a key, what the key may use and its limits.
+    """The sender of a request: the user behind a key, the models it may use, its limits.
 
     ``key_prefix`` is None for the anonymous principal of a server that does not require keys.
     """

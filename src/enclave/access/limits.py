@@ -39,7 +39,7 @@ class RateLimitStoreError(EnclaveError):
 
 @dataclass(frozen=True, slots=True)
 class Denial:
-    """Why a request was not admitted and how long until it would be."""
+    """A refused request: the limit that refused it and the seconds until it would pass."""
 
     kind: LimitKind
     retry_after_s: float

@@ -15,7 +15,7 @@ def check_listen_address(settings: Settings) -> None:
 
     Called before the listening socket is bound, so a refused server never accepts a
     connection. Beyond loopback, ``access.require_keys = "never"`` is rejected, and so is a
-    key store without any active key, since nobody could use the server.
+    key store without any active key, because no client could use the server.
     """
     server = settings.server
     if server.is_loopback():

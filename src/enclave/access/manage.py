@@ -38,7 +38,7 @@ class KeyNotFoundError(RequestError):
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
-    """What a new key may do. ``expires_at`` is Unix seconds; None never expires."""
+    """Settings of a new key. ``expires_at`` is in Unix seconds, and None never expires."""
 
     user_id: str
     name: str = ""

@@ -9,7 +9,7 @@ A rejected request gets the error shape of its protocol: ``{"error": "message"}`
 
 A key restricted to some models also gets restricted model listings: ``GET /v1/models``,
 ``GET /api/tags`` and ``GET /api/ps`` leave out the models it may not use, and
-``GET /v1/models/{id}`` and ``POST /api/show`` answer 403 for them. Generation routes check
+``GET /v1/models/{id}`` and ``POST /api/show`` respond with 403 for them. Generation routes check
 the model when they call ``lifecycle.accept`` (see ``AccessObserver``).
 """
 
@@ -158,7 +158,7 @@ async def _read_show_model(receive: Receive) -> tuple[Receive, str | None]:
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        return replay, None  # the route answers the malformed body itself
+        return replay, None  # the route reports the malformed body itself
     if not isinstance(data, dict):
         return replay, None
     model = data.get("model") or data.get("name")

@@ -11,9 +11,11 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
+from enclave.access.listen import check_listen_address
 from enclave.config import Settings, load_settings
 from enclave.i18n import _, set_locale
 from enclave.logs import setup_logging
+from enclave.ops import egress
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,10 @@ def run_server(settings: Settings) -> None:
 
     setup_logging(settings.server.log_level, settings.server.log_format)
     set_locale(settings.server.locale)
+    egress.install(settings.egress)
+    egress.check_configured_destinations(settings)
+    # Before binding: a server that would listen beyond loopback without keys never listens.
+    check_listen_address(settings)
     sock = bind_socket(settings.server.host, settings.server.port)
     bound_port = sock.getsockname()[1]
     display_host = f"[{settings.server.host}]" if ":" in settings.server.host else (
@@ -88,8 +94,9 @@ def run_server(settings: Settings) -> None:
         sock.close()
         raise
     app.state.enclave.base_url = base_url
+    # The standard asyncio loop: uvloop connects in C, where the egress guard cannot see it.
     config = uvicorn.Config(app, log_config=None, timeout_graceful_shutdown=10,
-                            access_log=False, lifespan="on")
+                            access_log=False, lifespan="on", loop="asyncio")
     server = uvicorn.Server(config)
 
     original_startup = server.startup

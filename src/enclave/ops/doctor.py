@@ -46,7 +46,7 @@ class CheckResult:
 
 @dataclass(frozen=True, slots=True)
 class DoctorOptions:
-    """What the operator asked for beyond the settings."""
+    """Operator choices beyond the settings: probes, the server to ask, its key, a manifest."""
 
     probes: tuple[tuple[str, int], ...] = ()
     server_url: str | None = None
@@ -302,11 +302,11 @@ def _is_open(path: Path) -> bool:
     return bool(stat.S_IMODE(path.stat().st_mode) & 0o077)
 
 
-def _mode_result(name: str, path: Path, wanted: str) -> CheckResult:
+def _mode_result(name: str, path: Path, expected_mode: str) -> CheckResult:
     if _is_open(path):
         return CheckResult(name, "fail", _(
             "{path} has mode {mode}; run chmod {wanted} {path}", path=path, mode=_mode(path),
-            wanted=wanted))
+            wanted=expected_mode))
     return CheckResult(name, "pass", _("{path} has mode {mode}", path=path, mode=_mode(path)))
 
 

@@ -166,7 +166,7 @@ def is_local_destination(host: str) -> bool:
 
 @dataclass(frozen=True)
 class EgressPolicy:
-    """Which destinations may be reached; loopback always may."""
+    """The destinations this process may reach besides loopback, which is always allowed."""
 
     rules: tuple[AllowRule, ...] = ()
     # Addresses of the host-name rules, resolved at start-up.

@@ -64,9 +64,9 @@ async def rotate_key(prefix: str, request: Request, state: StateDep) -> JSONResp
     access = _access(state)
     issued, old = await asyncio.to_thread(manage.rotate_key, access.store, prefix, body.grace_s)
     access.forget(old.prefix)
-    body_out = {**manage.key_view(issued.record), "key": issued.key,
-                "replaces": manage.key_view(old)}
-    return JSONResponse(body_out, status_code=201)
+    payload = {**manage.key_view(issued.record), "key": issued.key,
+               "replaces": manage.key_view(old)}
+    return JSONResponse(payload, status_code=201)
 
 
 @router.post("/egress/check")

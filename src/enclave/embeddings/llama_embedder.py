@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import threading
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,8 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
-from enclave.embeddings.convert import MAX_SEQ_LENGTH_KEY
+from enclave.embeddings.convert import MAX_SEQ_LENGTH_KEY, WORD_START
+from enclave.embeddings.wordpiece import WordPieceVocabulary
 from enclave.engine.llama_model import LlamaModel
 from enclave.errors import EngineFailure, ModelLoadError
 
@@ -50,32 +50,6 @@ class EmbedderInfo:
     size_bytes: int
 
 
-# Control, format, private-use and surrogate characters, which BERT's normaliser deletes.
-_REMOVED_CATEGORIES = ("Cc", "Cf", "Co", "Cs")
-
-
-def normalize_uncased(text: str) -> str:
-    """Normalise text as the uncased BERT tokenizer of Hugging Face tokenizers does.
-
-    It deletes control and format characters, turns every whitespace character into a space,
-    drops combining marks after NFD decomposition and lowercases. llama.cpp's WordPiece
-    tokenizer lowercases but handles control characters and accents differently, so this
-    step keeps the tokens equal to the reference tokenizer's.
-    """
-    cleaned = []
-    for char in text:
-        if char in "\t\n\r":
-            cleaned.append(" ")
-        elif char in "\0\ufffd" or unicodedata.category(char) in _REMOVED_CATEGORIES:
-            continue
-        elif char.isspace():
-            cleaned.append(" ")
-        else:
-            cleaned.append(char)
-    decomposed = unicodedata.normalize("NFD", "".join(cleaned))
-    return "".join(char for char in decomposed if unicodedata.category(char) != "Mn").lower()
-
-
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
@@ -103,9 +77,7 @@ class LlamaEmbedder:
             raise
 
         self._lock = threading.Lock()
-        self._uncased_wordpiece = (
-            llama_cpp.llama_vocab_type(self.model.vocab) == llama_cpp.LLAMA_VOCAB_TYPE_WPM
-        )
+        self._wordpiece = self._read_wordpiece_vocabulary()
         self.info = EmbedderInfo(
             path=path,
             architecture=self.model.architecture,
@@ -178,10 +150,51 @@ class LlamaEmbedder:
             )
         return name
 
+    def _read_wordpiece_vocabulary(self) -> WordPieceVocabulary | None:
+        """Return the vocabulary of a BERT (WordPiece) model; None for other tokenizers.
+
+        llama.cpp's converter marks the first piece of a word with U+2581 and stores
+        continuation pieces bare, so the ``##`` of BERT's vocabulary is implied.
+        """
+        vocab = self.model.vocab
+        if llama_cpp.llama_vocab_type(vocab) != llama_cpp.LLAMA_VOCAB_TYPE_WPM:
+            return None
+        word_start: dict[str, int] = {}
+        continuation: dict[str, int] = {}
+        special: dict[str, int] = {}
+        unk_id = -1
+        for token_id in range(self.model.n_vocab):
+            text = self.model.token_text(token_id)
+            attributes = llama_cpp.llama_vocab_get_attr(vocab, token_id)
+            if attributes & llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN:
+                unk_id = token_id
+            if attributes & (llama_cpp.LLAMA_TOKEN_ATTR_CONTROL |
+                             llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN):
+                special[text] = token_id
+            elif text.startswith(WORD_START):
+                word_start[text.removeprefix(WORD_START)] = token_id
+            else:
+                continuation[text] = token_id
+        cls_id = int(llama_cpp.llama_vocab_bos(vocab))
+        sep_id = int(llama_cpp.llama_vocab_sep(vocab))
+        if min(unk_id, cls_id, sep_id) < 0:
+            raise ModelLoadError(
+                f"The WordPiece vocabulary of {self.model.path} lacks an unknown, CLS or SEP "
+                f"token (ids {unk_id}, {cls_id}, {sep_id}); the file is not a BERT model."
+            )
+        return WordPieceVocabulary(
+            word_start=word_start,
+            continuation=continuation,
+            special=special,
+            unk_id=unk_id,
+            cls_id=cls_id,
+            sep_id=sep_id,
+        )
+
     def tokenize(self, text: str) -> list[int]:
         """Return the tokens of one input with [CLS] and [SEP], before truncation."""
-        if self._uncased_wordpiece:
-            text = normalize_uncased(text)
+        if self._wordpiece is not None:
+            return self._wordpiece.encode(text)
         return self.model.tokenize(text, add_special=True, parse_special=False)
 
     def truncate(self, tokens: list[int]) -> list[int]:

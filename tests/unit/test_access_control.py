@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
 import pytest
 
 from enclave.access import manage
-from enclave.access.control import AccessControl
+from enclave.access.control import AccessControl, AccessStoreUnavailableError
 from enclave.access.keys import ANONYMOUS, Principal
 from enclave.access.limits import InProcessRateLimiter
+from enclave.access.limits_redis import RedisRateLimiter
 from enclave.access.listen import check_listen_address
-from enclave.access.settings import AccessSettings, RequireKeys
+from enclave.access.settings import AccessSettings, FailurePolicy, RequireKeys
 from enclave.access.store import SqliteKeyStore
 from enclave.config import Settings
 from enclave.errors import AuthenticationError, ConfigError, PermissionDeniedError, RateLimitError
@@ -198,3 +200,36 @@ def test_listen_rule_allows_network_with_active_key(tmp_path: Path) -> None:
     manage.revoke_key(store, record.prefix)
     with pytest.raises(ConfigError):
         check_listen_address(settings)
+
+
+def dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(("policy", "rejected"), [("fail-closed", True), ("fail-open", False)])
+def test_unreachable_limit_store_follows_policy(tmp_path: Path, policy: FailurePolicy,
+                                                rejected: bool) -> None:
+    settings = AccessSettings(rate_limit_failure_policy=policy)
+    limiter = RedisRateLimiter(f"redis://127.0.0.1:{dead_port()}/0")
+    control = AccessControl(settings, SqliteKeyStore(tmp_path / "keys.db"), limiter,
+                            listens_on_loopback=True)
+    key = new_key(control, requests_per_minute=10)
+
+    if rejected:
+        with pytest.raises(AccessStoreUnavailableError) as caught:
+            authenticate(control, key)
+        assert caught.value.status_code == 503
+        assert caught.value.retry_after_s == 5
+    else:
+        assert authenticate(control, key).user_id == "alice"
+
+
+def test_unreadable_key_store_gives_503(tmp_path: Path) -> None:
+    control = make_control(tmp_path, cache_ttl_s=0)
+    key = new_key(control)
+    control.store.close()
+    with pytest.raises(AccessStoreUnavailableError) as caught:
+        authenticate(control, key)
+    assert caught.value.code == "key_store_unavailable"

@@ -331,8 +331,10 @@ def install(settings: EgressSettings) -> EgressPolicy | None:
     global _guard, _hook_added
     with _install_lock:
         if not settings.enabled:
-            if _guard is not None:
-                logger.warning("Egress guard disabled (egress.enabled = false)")
+            # A warning when this turns a running guard off; the server logs at INFO anyway.
+            level = logging.WARNING if _guard is not None else logging.INFO
+            logger.log(level, "Egress guard off (egress.enabled = false): this process may "
+                       "connect anywhere the network allows")
             _guard = None
             return None
         policy = EgressPolicy.from_settings(settings)
@@ -343,8 +345,8 @@ def install(settings: EgressSettings) -> EgressPolicy | None:
             _hook_added = True
     resolved = policy.resolve_hosts()
     _guard.policy = resolved
-    logger.debug("Egress guard on; allowed beyond loopback: %s",
-                 ", ".join(rule.text for rule in policy.rules) or "nothing")
+    logger.info("Egress guard on; allowed beyond loopback: %s",
+                ", ".join(rule.text for rule in policy.rules) or "nothing")
     return resolved
 
 

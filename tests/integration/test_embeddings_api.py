@@ -194,3 +194,16 @@ def test_models_lists_embedding_and_rerank(server: ServerProcess) -> None:
     assert f"{MODEL}-cosine-rerank" in listed
     assert single.status_code == 200
     assert single.json()["id"] == MODEL
+
+
+def test_metrics_count_embedding_requests(server: ServerProcess) -> None:
+    def requests_total() -> float:
+        for line in server.get("/metrics").text.splitlines():
+            if line.startswith("enclave_embeddings_requests_total "):
+                return float(line.split()[1])
+        raise AssertionError("enclave_embeddings_requests_total is missing from /metrics")
+
+    before = requests_total()
+    embed(server, {"model": MODEL, "input": ["one", "two"]})
+
+    assert requests_total() == before + 1

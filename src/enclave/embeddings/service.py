@@ -58,6 +58,10 @@ class EmbeddingService:
         self._embedder: LlamaEmbedder | None = None
         self._loading: asyncio.Task[LlamaEmbedder] | None = None
         self._lock = asyncio.Lock()
+        self._requests_total = 0
+        self._inputs_total = 0
+        self._tokens_total = 0
+        self._encode_seconds_total = 0.0
 
     @property
     def model_id(self) -> str:
@@ -142,7 +146,23 @@ class EmbeddingService:
     async def _run(self, texts: list[str], truncate: bool) -> EmbeddingResult:
         embedder = await self._embedder_for_request()
         async with self._lock:
-            return await asyncio.to_thread(self._embed, embedder, texts, truncate)
+            started = time.perf_counter()
+            result = await asyncio.to_thread(self._embed, embedder, texts, truncate)
+            self._encode_seconds_total += time.perf_counter() - started
+        self._requests_total += 1
+        self._inputs_total += len(texts)
+        self._tokens_total += result.prompt_tokens
+        return result
+
+    def stats(self) -> dict[str, int | float]:
+        """Return counters for the metrics endpoint (enclave_embeddings_<key>)."""
+        return {
+            "loaded": int(self._embedder is not None),
+            "requests_total": self._requests_total,
+            "inputs_total": self._inputs_total,
+            "tokens_total": self._tokens_total,
+            "encode_seconds_total": self._encode_seconds_total,
+        }
 
     def check_count(self, count: int, param: str = "input") -> None:
         """Raise InvalidRequestError if a request has more inputs than embeddings.max_inputs."""

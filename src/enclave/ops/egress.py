@@ -224,7 +224,7 @@ class _BlockLog:
         self._lock = threading.Lock()
         self._entries: dict[str, tuple[float, int]] = {}
 
-    def note(self, what: str, destination: str) -> None:
+    def note(self, action: str, destination: str) -> None:
         now = time.monotonic()
         with self._lock:
             last, suppressed = self._entries.get(destination, (-self.interval_s, 0))
@@ -237,7 +237,7 @@ class _BlockLog:
         repeats = f" ({suppressed} more since the last report)" if suppressed else ""
         logger.warning(
             "Egress guard blocked %s %s from %s%s. Add it to egress.allow if this "
-            "destination is intended.", what, destination, _caller(), repeats)
+            "destination is intended.", action, destination, _caller(), repeats)
 
 
 class _Guard:
@@ -261,22 +261,22 @@ class _Guard:
     def _check_send(self, event: str, sock: socket.socket, address: Any) -> None:
         if address is None or sock.family in _LOCAL_FAMILIES:
             return
-        what = "connection to" if event == "socket.connect" else "datagram to"
+        action = "connection to" if event == "socket.connect" else "datagram to"
         if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            self._block(what, f"{sock.family!r} address {address!r}")
+            self._block(action, f"{sock.family!r} address {address!r}")
         host, port = _text(address[0]) or "", int(address[1])
         if not self.policy.allows_address(host, port):
-            self._block(what, _host_port(host, port))
+            self._block(action, _host_port(host, port))
 
-    def _block(self, what: str, destination: str) -> None:
+    def _block(self, action: str, destination: str) -> None:
         if not getattr(_reentry, "active", False):
             _reentry.active = True
             try:
-                self.log.note(what, destination)
+                self.log.note(action, destination)
             finally:
                 _reentry.active = False
         raise EgressBlockedError(
-            f"Egress guard blocked {what} {destination}: only loopback and egress.allow "
+            f"Egress guard blocked {action} {destination}: only loopback and egress.allow "
             "may be reached. Add the destination to egress.allow if it is intended.")
 
 
@@ -287,8 +287,8 @@ def _text(value: Any) -> str | None:
 
 
 def _host_port(host: str, port: int | None) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return shown if port is None else f"{shown}:{port}"
+    bracketed = f"[{host}]" if ":" in host else host
+    return bracketed if port is None else f"{bracketed}:{port}"
 
 
 _SOCKET_MODULES = ("socket", "asyncio", "selectors", "ssl", "concurrent", "threading")
@@ -420,8 +420,8 @@ def configured_destinations(values: Mapping[str, Any], path: str = "") -> Iterat
 def check_configured_destinations(settings: Any) -> None:
     """Raise ConfigError if a URL setting names a host the guard would block.
 
-    PostgreSQL connections go through libpq, which the guard cannot see, so this check is
-    what keeps the allow-list a complete list of the destinations Enclave reaches.
+    PostgreSQL connections go through libpq, which the guard cannot see, so this check keeps
+    the allow-list a complete list of the destinations Enclave reaches.
     """
     policy = active_policy()
     if policy is None:

@@ -13,6 +13,10 @@ BENCHMARKS = [
     "benchmarks.audit",
     "benchmarks.embeddings",
     "benchmarks.metrics_overhead",
+    "benchmarks.access",
+    "benchmarks.structured_output",
+    "benchmarks.planner",
+    "benchmarks.quantization",
 ]
 
 

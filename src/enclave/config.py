@@ -19,7 +19,14 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from enclave.access.settings import AccessSettings
+from enclave.audit.settings import AuditSettings
+from enclave.embeddings.settings import EmbeddingsSettings
 from enclave.errors import ConfigError
+from enclave.metrics.settings import MetricsSettings
+from enclave.ops.egress import EgressSettings
+from enclave.planner.settings import PlannerSettings
+from enclave.policy.settings import PrivacySettings
 from enclave.section import Section
 
 DEFAULT_CONFIG_FILE = Path("enclave.toml")
@@ -34,7 +41,9 @@ class ServerSettings(Section):
         default_factory=list,
         description="Origins allowed to call the API from a browser; empty allows none.",
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Lowest level written to the log. Prompt text appears only at "
+        "debug, and only where a subsystem says so.")
     log_format: Literal["text", "json"] = Field("text", description="json writes one JSON "
                                                 "object per line.")
     locale: str | None = Field(None, description="Language of CLI messages and web pages "
@@ -90,6 +99,21 @@ class EngineSettings(Section):
                             "all. Needs a GPU build of llama-cpp-python.")
     max_loaded_models: int = Field(2, ge=1, description="Models kept in memory at once; the "
                                    "least recently used idle one is unloaded.")
+    reasoning: Literal["auto", "off"] = Field(
+        "auto", description="auto returns <think> reasoning apart from the answer for models "
+        "whose chat template uses <think>; off returns the raw text as the answer.",
+    )
+    reasoning_overrides: dict[str, Literal["auto", "off"]] = Field(
+        default_factory=dict, description="Per-model reasoning setting, keyed by model id.",
+    )
+    request_grammar: bool = Field(
+        False, description="Accept a GBNF 'grammar' in chat requests, as llama.cpp's server "
+        "does. Off by default: a crafted grammar can make sampling slow for every request.",
+    )
+
+    def reasoning_for(self, model_id: str) -> Literal["auto", "off"]:
+        """Return the reasoning setting of one model."""
+        return self.reasoning_overrides.get(model_id, self.reasoning)
 
     @field_validator("models_dir")
     @classmethod
@@ -132,6 +156,13 @@ class Settings(BaseSettings):
                            "audit records and other state.")
     server: ServerSettings = Field(default_factory=lambda: ServerSettings())
     engine: EngineSettings = Field(default_factory=lambda: EngineSettings())
+    metrics: MetricsSettings = Field(default_factory=lambda: MetricsSettings())
+    privacy: PrivacySettings = Field(default_factory=lambda: PrivacySettings())
+    embeddings: EmbeddingsSettings = Field(default_factory=lambda: EmbeddingsSettings())
+    audit: AuditSettings = Field(default_factory=lambda: AuditSettings())
+    planner: PlannerSettings = Field(default_factory=lambda: PlannerSettings())
+    access: AccessSettings = Field(default_factory=lambda: AccessSettings())
+    egress: EgressSettings = Field(default_factory=lambda: EgressSettings())
 
     @classmethod
     def settings_customise_sources(

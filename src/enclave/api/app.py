@@ -11,13 +11,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from enclave import __version__
-from enclave.api import health
+from enclave.access.control import AccessControl
+from enclave.access.middleware import AccessMiddleware
+from enclave.access.observer import AccessObserver
+from enclave.api import health, rerank
+from enclave.api.admin import router as admin_router
 from enclave.api.errors import install_error_handlers
 from enclave.api.middleware import RequestContextMiddleware
+from enclave.api.ollama import router as ollama_router
+from enclave.api.openai import embeddings as openai_embeddings
 from enclave.api.openai import router as openai_router
 from enclave.api.state import AppState
 from enclave.config import Settings
+from enclave.embeddings.service import create_embedding_service
 from enclave.engine.pool import EnginePool
+from enclave.metrics.setup import install_metrics
 from enclave.models.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)
@@ -26,24 +34,41 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     """Return the ASGI app; the default model is loaded by the lifespan, before serving."""
     pool = pool or EnginePool(settings.engine, ModelRegistry(settings.engine))
-    state = AppState(settings=settings, pool=pool)
+    state = AppState(settings=settings, pool=pool,
+                     embeddings=create_embedding_service(settings.embeddings, settings.data_dir))
+    if state.embeddings:
+        state.stats_providers["embeddings"] = state.embeddings
+    state.access = AccessControl.from_settings(settings)
+    access_observer = AccessObserver(state.access)
+    # First, so a model outside the key's scope is rejected before other observers record it.
+    state.observers.insert(0, access_observer)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.started_at = time.time()
+        if state.embeddings:
+            state.embeddings.start()  # loads while the chat model loads
         await pool.start()
+        if state.embeddings:
+            await state.embeddings.wait_loaded()
         state.ready = True
         try:
             yield
         finally:
             state.ready = False
             await pool.close()
+            if state.embeddings:
+                await state.embeddings.close()
+            await access_observer.drain()
+            await state.access.close()
 
     app = FastAPI(title="Enclave", version=__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
     app.state.enclave = state
 
     install_error_handlers(app)
+    # Added before CORS, so it runs inside it: CORS preflights pass without a key.
+    app.add_middleware(AccessMiddleware, access=state.access)
     if settings.server.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -56,4 +81,9 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
 
     app.include_router(health.router)
     app.include_router(openai_router.router)
+    app.include_router(admin_router.router)
+    install_metrics(app, state)
+    app.include_router(openai_embeddings.router)
+    app.include_router(rerank.router)
+    app.include_router(ollama_router.router)
     return app

@@ -8,7 +8,9 @@ from typing import Annotated, Any
 from fastapi import Depends
 from starlette.requests import Request
 
+from enclave.access.control import AccessControl
 from enclave.config import Settings
+from enclave.embeddings.service import EmbeddingService
 from enclave.engine.pool import EnginePool
 
 
@@ -21,6 +23,12 @@ class AppState:
     base_url: str = ""
     # RequestObserver instances (audit, metrics, rate limits); see api/lifecycle.py.
     observers: list[Any] = field(default_factory=list)
+    # Subsystems whose stats() become metrics, by name; see enclave/metrics/subsystems.py.
+    stats_providers: dict[str, Any] = field(default_factory=dict)
+    # None when embeddings.enabled is false.
+    embeddings: EmbeddingService | None = None
+    # API keys and rate limits; set by create_app.
+    access: AccessControl | None = None
 
 
 def get_state(request: Request) -> AppState:

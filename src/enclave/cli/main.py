@@ -12,9 +12,16 @@ import sys
 import typer
 
 from enclave import __version__
-from enclave.cli import serve
+from enclave.cli import audit, redact, serve
+from enclave.cli import config as config_command
+from enclave.cli import doctor as doctor_command
+from enclave.cli import keys as keys_command
+from enclave.cli import plan as plan_command
+from enclave.cli import profile as profile_command
+from enclave.cli import quantize as quantize_commands
 from enclave.errors import EnclaveError
 from enclave.i18n import _
+from enclave.ops import egress
 
 app = typer.Typer(
     name="enclave",
@@ -24,6 +31,23 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.add_typer(config_command.app, name="config")
+app.command("redact")(redact.redact)
+app.add_typer(audit.app, name="audit")
+app.command("plan")(plan_command.plan)
+app.command("quantize")(quantize_commands.quantize)
+app.command("convert")(quantize_commands.convert)
+app.command("eval-quant")(quantize_commands.eval_quant)
+app.command("profile")(profile_command.profile)
+app.add_typer(keys_command.app, name="keys")
+app.command("doctor")(doctor_command.doctor)
+
+
+@app.callback()
+def guard_egress() -> None:
+    # Every command runs offline: connections beyond loopback and egress.allow fail. serve and
+    # doctor install the guard again with the settings of their --config file.
+    egress.install_from_environment()
 
 
 @app.command("version")

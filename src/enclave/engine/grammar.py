@@ -1,15 +1,19 @@
 """GBNF grammars that make llama.cpp sample only output of a required shape.
 
 JSON Schema is converted with llama-cpp-python's converter (``llama_cpp.llama_grammar``),
-which follows llama.cpp's ``json-schema-to-grammar``. Every grammar here names its start
-rule ``root``, which is what ``SamplingParams.grammar`` expects.
+which follows llama.cpp's ``json-schema-to-grammar``. That converter ignores integer bounds,
+so Enclave adds them. Some keywords no grammar here can express (number bounds,
+``multipleOf``, ``uniqueItems``, ``not`` and others), so response schemas that use them are
+rejected: output that follows the grammar then always validates against the schema. Every
+grammar here names its start rule ``root``, which is what ``SamplingParams.grammar`` expects.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +22,17 @@ from llama_cpp import llama_grammar
 from enclave.errors import InvalidRequestError
 
 _ROOT_RULE = re.compile(r"^root(\s*)::=", re.MULTILINE)
+# The converter's integers have at most 16 digits; an open bound stops there too.
+_MAX_DIGITS = 16
+_BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+# Keywords a grammar cannot enforce. Annotations (title, description, examples, default) and
+# formats the converter does not know are fine: they do not restrict valid values here.
+_UNENFORCEABLE_KEYWORDS = frozenset({
+    "multipleOf", "uniqueItems", "not", "if", "then", "else", "contains", "minContains",
+    "maxContains", "minProperties", "maxProperties", "patternProperties", "propertyNames",
+    "dependentRequired", "dependentSchemas", "dependencies", "unevaluatedProperties",
+    "unevaluatedItems",
+})
 
 
 def json_object_grammar() -> str:
@@ -31,6 +46,7 @@ def json_schema_grammar(schema: dict[str, Any], *, param: str) -> str:
     Raises InvalidRequestError naming ``param`` when the schema uses a feature the converter
     does not support.
     """
+    check_enforceable(schema, param)
     converter = _converter()
     try:
         resolved = converter.resolve_refs(schema, "request")
@@ -75,7 +91,9 @@ def tool_call_grammar(
             "type": "object",
             "properties": {
                 "name": {"const": tool.name},
-                arguments_key: tool.parameters or {"type": "object"},
+                # Tools are offered as they are: keywords the grammar cannot enforce are
+                # dropped from the grammar (the tool still receives and checks its arguments).
+                arguments_key: relax(tool.parameters) or {"type": "object"},
             },
             "required": ["name", arguments_key],
         }
@@ -119,9 +137,135 @@ def after_free_text(grammar: str, terminator: str) -> str:
     )
 
 
+def check_enforceable(schema: Any, param: str) -> None:
+    """Raise InvalidRequestError if a schema uses a keyword no grammar here can enforce."""
+    for path, node in _subschemas(schema, "schema"):
+        keywords = sorted(_UNENFORCEABLE_KEYWORDS & node.keys())
+        if node.get("type") == "number" or isinstance(node.get("type"), list):
+            keywords += [key for key in _BOUND_KEYWORDS if key in node]
+        if keywords:
+            raise InvalidRequestError(
+                f"The JSON schema in {param} uses {', '.join(keywords)} at {path}, which "
+                "constrained decoding cannot enforce. Remove it, or use an integer for "
+                "bounded numbers.",
+                param=param,
+            )
+
+
+def relax(schema: Any) -> Any:
+    """Return a copy of a schema without the keywords check_enforceable() rejects."""
+    if not isinstance(schema, dict):
+        return schema
+    numeric = schema.get("type") == "number" or isinstance(schema.get("type"), list)
+    relaxed: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _UNENFORCEABLE_KEYWORDS or (numeric and key in _BOUND_KEYWORDS):
+            continue
+        if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
+            relaxed[key] = {name: relax(child) for name, child in value.items()}
+        elif key in ("items", "additionalProperties"):
+            relaxed[key] = [relax(child) for child in value] if isinstance(value, list) else (
+                relax(value))
+        elif key in ("anyOf", "oneOf", "allOf", "prefixItems") and isinstance(value, list):
+            relaxed[key] = [relax(child) for child in value]
+        else:
+            relaxed[key] = value
+    return relaxed
+
+
+def _subschemas(schema: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield every schema object nested in a schema, with a readable path."""
+    if not isinstance(schema, dict):
+        return
+    yield path, schema
+    for key in ("properties", "$defs", "definitions"):
+        for name, child in (schema.get(key) or {}).items():
+            yield from _subschemas(child, f"{path}.{key}.{name}")
+    for key in ("items", "additionalProperties"):
+        yield from _subschemas(schema.get(key), f"{path}.{key}")
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems", "items"):
+        children = schema.get(key)
+        if isinstance(children, list):
+            for index, child in enumerate(children):
+                yield from _subschemas(child, f"{path}.{key}[{index}]")
+
+
+def integer_range(low: int, high: int) -> str:
+    """Return a GBNF expression for the decimal integers from ``low`` to ``high``."""
+    if low > high:
+        raise ValueError(f"empty integer range {low}..{high}")
+    parts = []
+    if low < 0:
+        negative_high = -min(high, -1)
+        parts.append(f'"-" {_non_negative_range(negative_high, -low)}')
+    if high >= 0:
+        parts.append(_non_negative_range(max(low, 0), high))
+    return parts[0] if len(parts) == 1 else "(" + " | ".join(parts) + ")"
+
+
+def _non_negative_range(low: int, high: int) -> str:
+    """Split the range by digit count, so no alternative has a leading zero."""
+    parts = []
+    for digits in range(len(str(low)), len(str(high)) + 1):
+        start = max(low, 10 ** (digits - 1) if digits > 1 else 0)
+        end = min(high, 10**digits - 1)
+        if start <= end:
+            parts.append(_same_length_range(str(start), str(end)))
+    return parts[0] if len(parts) == 1 else "(" + " | ".join(parts) + ")"
+
+
+def _same_length_range(low: str, high: str) -> str:
+    """Return GBNF for the digit strings of one length from ``low`` to ``high``."""
+    if low == high:
+        return _literal(low)
+    if set(low) == {"0"} and set(high) == {"9"}:
+        return f"[0-9]{{{len(low)}}}"
+    first_low, first_high = low[0], high[0]
+    if first_low == first_high:
+        return f"{_literal(first_low)} {_same_length_range(low[1:], high[1:])}"
+    if len(low) == 1:
+        return f"[{first_low}-{first_high}]"
+    rest = len(low) - 1
+    parts = [f"{_literal(first_low)} {_same_length_range(low[1:], '9' * rest)}"]
+    if int(first_high) - int(first_low) > 1:
+        parts.append(f"[{int(first_low) + 1}-{int(first_high) - 1}] [0-9]{{{rest}}}")
+    parts.append(f"{_literal(first_high)} {_same_length_range('0' * rest, high[1:])}")
+    return "(" + " | ".join(parts) + ")"
+
+
+def _integer_bounds(schema: dict[str, Any]) -> tuple[int, int]:
+    limit = 10**_MAX_DIGITS - 1
+    low, high = -limit, limit
+    if isinstance(schema.get("minimum"), int | float):
+        low = max(low, math.ceil(schema["minimum"]))
+    if isinstance(schema.get("exclusiveMinimum"), int | float):
+        low = max(low, math.floor(schema["exclusiveMinimum"]) + 1)
+    if isinstance(schema.get("maximum"), int | float):
+        high = min(high, math.floor(schema["maximum"]))
+    if isinstance(schema.get("exclusiveMaximum"), int | float):
+        high = min(high, math.ceil(schema["exclusiveMaximum"]) - 1)
+    return low, high
+
+
+class _BoundedIntegerConverter(llama_grammar.SchemaConverter):
+    """The llama-cpp-python converter, extended with minimum and maximum for integers."""
+
+    def visit(self, schema: dict[str, Any], name: str) -> Any:
+        bounded = any(key in schema for key in _BOUND_KEYWORDS)
+        if schema.get("type") == "integer" and bounded:
+            low, high = _integer_bounds(schema)
+            if low > high:
+                raise ValueError(f"no integer lies between the bounds of {name or 'root'}")
+            # The same rule naming as SchemaConverter.visit.
+            rule_name = name + "-" if name in llama_grammar.RESERVED_NAMES else name or "root"
+            rule = f"{integer_range(low, high)} space"
+            return self._add_rule(rule_name, rule)  # type: ignore[no-untyped-call]
+        return super().visit(schema, name)  # type: ignore[no-untyped-call]
+
+
 def _converter() -> Any:
     # Typed as Any because llama-cpp-python's converter has no annotations.
-    return llama_grammar.SchemaConverter(  # type: ignore[no-untyped-call]
+    return _BoundedIntegerConverter(  # type: ignore[no-untyped-call]
         prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
     )
 

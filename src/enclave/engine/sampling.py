@@ -43,11 +43,13 @@ class SamplerChain:
 
     A grammar is kept out of the chain. Applying a grammar to every token of the vocabulary
     costs more than the rest of the chain together, so sample() first picks a token without
-    it and asks the grammar about that one token; only when the grammar rejects it is the
-    whole distribution filtered and sampled again, as llama.cpp's common_sampler_sample does.
-    For greedy and plain temperature sampling the outcome has the same distribution as a chain
-    with the grammar first. With top_k, top_p or min_p it can differ slightly, because those
-    cut the candidates before the grammar sees them instead of after.
+    it and asks the grammar about that one token, as llama.cpp's common_sampler_sample does.
+    When the grammar rejects it, the grammar filters the RESAMPLE_CANDIDATES most likely
+    tokens and the chain samples again from those it allows; only if it allows none of them
+    is the whole vocabulary filtered. For greedy and plain temperature sampling this matches
+    a chain with the grammar first, except that tokens outside the most likely ones are not
+    picked on a resample. top_k, top_p and min_p cut the candidates before the grammar sees
+    them instead of after, which can shift the distribution slightly.
     """
 
     def __init__(self, params: SamplingParams, vocab: llama_cpp.llama_vocab_p) -> None:
@@ -126,14 +128,22 @@ class SamplerChain:
         token = candidates.selected()
 
         if not self._grammar_allows(token):
-            candidates.load(logits)
-            llama_cpp.llama_sampler_apply(self.grammar, candidates.ref)
-            llama_cpp.llama_sampler_apply(self.pointer, candidates.ref)
-            token = candidates.selected()
+            token = self._resample(candidates, logits)
 
         llama_cpp.llama_sampler_accept(self.grammar, token)
         llama_cpp.llama_sampler_accept(self.pointer, token)
         return token
+
+    def _resample(self, candidates: _Candidates, logits: ctypes._Pointer[ctypes.c_float]) -> int:
+        if candidates.load_most_likely(logits, RESAMPLE_CANDIDATES):
+            llama_cpp.llama_sampler_apply(self.grammar, candidates.ref)
+            if candidates.any_allowed():
+                llama_cpp.llama_sampler_apply(self.pointer, candidates.ref)
+                return candidates.selected()
+        candidates.load(logits)
+        llama_cpp.llama_sampler_apply(self.grammar, candidates.ref)
+        llama_cpp.llama_sampler_apply(self.pointer, candidates.ref)
+        return candidates.selected()
 
     def _grammar_allows(self, token: int) -> bool:
         single = llama_cpp.llama_token_data(token, 0.0, 0.0)
@@ -174,6 +184,8 @@ def _init_grammar(
 
 
 _TOKEN_DATA = np.dtype([("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+# Tokens the grammar checks first when it rejects the token sampled without it.
+RESAMPLE_CANDIDATES = 256
 
 
 class _Candidates:
@@ -196,6 +208,25 @@ class _Candidates:
         self._array.size = self._n_vocab
         self._array.selected = -1
         self._array.sorted = False
+
+    def load_most_likely(self, logits: ctypes._Pointer[ctypes.c_float], count: int) -> bool:
+        """Fill the array with the ``count`` tokens of highest logit; False if the vocabulary
+        is not larger than that."""
+        if count >= self._n_vocab:
+            return False
+        values = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
+        top = np.argpartition(values, self._n_vocab - count)[self._n_vocab - count :]
+        self._data["id"][:count] = top
+        self._data["logit"][:count] = values[top]
+        self._data["p"][:count] = 0.0
+        self._array.size = count
+        self._array.selected = -1
+        self._array.sorted = False
+        return True
+
+    def any_allowed(self) -> bool:
+        """Return whether a grammar left any candidate with a finite logit."""
+        return bool(np.isfinite(self._data["logit"][: self._array.size]).any())
 
     def selected(self) -> int:
         # Every chain ends in a selecting sampler (greedy or dist), so the index is set; the

@@ -104,24 +104,28 @@ def run_server(settings: Settings) -> None:
     async def startup(sockets: list[socket.socket] | None = None) -> None:
         await original_startup(sockets=sockets)
         if server.started:
-            announce(app.state.enclave, base_url)
+            await announce(app.state.enclave, base_url)
 
     server.startup = startup  # type: ignore[method-assign]
     asyncio.run(server.serve(sockets=[sock]))
 
 
-def announce(state: Any, base_url: str) -> None:
+async def announce(state: Any, base_url: str) -> None:
     """Log the start-up line and tell a person how to connect Cherry Studio."""
     engine = state.pool.loaded()[state.pool.default_id]
     info = engine.info
+    keys_required = state.access is not None and await state.access.keys_required()
     logger.info(
-        "Serving %s at %s/v1 (context %d tokens, %d parallel slots)",
+        "Serving %s at %s/v1 (context %d tokens, %d parallel slots, API keys %s)",
         info.id, base_url, info.context_size, info.parallel,
+        "required" if keys_required else "not required",
         extra={"url": f"{base_url}/v1", "model": info.id, "context_size": info.context_size},
     )
+    key_hint = (_("an API key from 'enclave keys create'") if keys_required
+                else _("any API key"))
     typer.echo(_(
         "Enclave is serving {model} at {url}/v1 (context {context} tokens).\n"
         "Cherry Studio: Settings > Model Provider > Add, type OpenAI, API address {url}, "
-        "any API key; then add the model {model}.",
-        model=info.id, url=base_url, context=info.context_size,
+        "{key_hint}; then add the model {model}.",
+        model=info.id, url=base_url, context=info.context_size, key_hint=key_hint,
     ), err=True)

@@ -154,3 +154,16 @@ def test_tool_schema_relaxed_not_rejected(vocab_model: LlamaModel) -> None:
                                 separator="", parallel=False)
     assert compiles(vocab_model, grammar)
     assert relax(tool.parameters)["properties"]["limit"] == {"type": "number"}
+
+
+def test_strings_exclude_control_characters(vocab_model: LlamaModel) -> None:
+    grammars = [
+        json_schema_grammar({"type": "string"}, param="format"),
+        tool_call_grammar([ToolSignature("note", {"type": "object", "properties": {
+            "text": {"type": "string"}}, "required": ["text"]})],
+            arguments_key="arguments", opening="", closing="", separator="", parallel=False),
+    ]
+    assert accepts(vocab_model, grammars[0], '"a\\nb"')  # an escaped newline is valid JSON
+    assert not accepts(vocab_model, grammars[0], '"a\nb"')
+    assert accepts(vocab_model, grammars[1], '{"name": "note", "arguments": {"text": "a\\tb"}}')
+    assert not accepts(vocab_model, grammars[1], '{"name": "note", "arguments": {"text": "a\tb"}}')

@@ -22,6 +22,10 @@ from llama_cpp import llama_grammar
 from enclave.errors import InvalidRequestError
 
 _ROOT_RULE = re.compile(r"^root(\s*)::=", re.MULTILINE)
+# The converter's string characters include control characters, which JSON forbids unescaped
+# in strings (RFC 8259, section 7); llama.cpp's own JSON grammar excludes them as here.
+_LOOSE_CHAR_RULE = r'char ::= [^"\\] |'
+_STRICT_CHAR_RULE = r'char ::= [^"\\\x7F\x00-\x1F] |'
 # The converter's integers have at most 16 digits; an open bound stops there too.
 _MAX_DIGITS = 16
 _BOUND_KEYWORDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
@@ -60,7 +64,7 @@ def json_schema_grammar(schema: dict[str, Any], *, param: str) -> str:
             "(local $ref under #/$defs, no remote references).",
             param=param,
         ) from None
-    return str(converter.format_grammar())
+    return _formatted(converter)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +112,10 @@ def tool_call_grammar(
             f"A tool's parameters schema cannot be enforced: {exc}. Simplify the schema.",
             param="tools",
         ) from None
-    block = f"{_literal(opening)} tool-call {_literal(closing)}"
+    block = " ".join(part for part in (_literal(opening) if opening else "", "tool-call",
+                                       _literal(closing) if closing else "") if part)
     repeat = f" ({_literal(separator)} tool-block)*" if parallel else ""
-    return (
-        str(converter.format_grammar())
-        + f"\ntool-block ::= {block}\nroot ::= tool-block{repeat}\n"
-    )
+    return _formatted(converter) + f"\ntool-block ::= {block}\nroot ::= tool-block{repeat}\n"
 
 
 def after_free_text(grammar: str, terminator: str) -> str:
@@ -261,6 +263,11 @@ class _BoundedIntegerConverter(llama_grammar.SchemaConverter):
             rule = f"{integer_range(low, high)} space"
             return self._add_rule(rule_name, rule)  # type: ignore[no-untyped-call]
         return super().visit(schema, name)  # type: ignore[no-untyped-call]
+
+
+def _formatted(converter: Any) -> str:
+    grammar = str(converter.format_grammar())
+    return grammar.replace(_LOOSE_CHAR_RULE, _STRICT_CHAR_RULE)
 
 
 def _converter() -> Any:

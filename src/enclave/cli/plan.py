@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,20 +31,26 @@ def format_bytes(value: float) -> str:
     return f"{value / MIB:.1f} MiB"
 
 
+def display_width(text: str) -> int:
+    """Return the terminal columns ``text`` takes: two for wide (CJK) characters."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
 def format_table(headers: list[str], rows: list[list[str]], align: str = "") -> str:
     """Render rows as plain-text columns.
 
-    ``align`` holds one letter per column, ``l`` or ``r``; columns without a letter are
+    ``align`` contains one letter per column, ``l`` or ``r``. Columns without a letter are
     left-aligned.
     """
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows,
-                                                                        strict=True)]
+    widths = [max(display_width(str(cell)) for cell in column)
+              for column in zip(headers, *rows, strict=True)]
 
     def line(cells: list[str]) -> str:
         parts = []
         for index, (cell, width) in enumerate(zip(cells, widths, strict=True)):
+            padding = " " * (width - display_width(str(cell)))
             right = align[index:index + 1] == "r"
-            parts.append(str(cell).rjust(width) if right else str(cell).ljust(width))
+            parts.append(padding + str(cell) if right else str(cell) + padding)
         return "  ".join(parts).rstrip()
 
     rule = "  ".join("-" * width for width in widths)
@@ -102,7 +109,7 @@ def _split_text(devices: int, split: str) -> str:
         return _("{devices} x, tensor parallel", devices=devices)
     if split == "layer":
         return _("{devices} x, layer split", devices=devices)
-    return _("1")
+    return "1"
 
 
 def _hardware_table(plan: Plan) -> str:

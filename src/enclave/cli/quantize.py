@@ -7,11 +7,11 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -48,12 +48,19 @@ class OutputFormat(StrEnum):
 
 @contextmanager
 def _progress_bar(label: str) -> Iterator[Progress]:
-    """Yield a progress callback that drives a terminal progress bar on stderr."""
-    with typer.progressbar(length=1, label=label, file=sys.stderr, show_pos=True) as bar:
+    """Yield a progress callback that drives a progress bar on stderr.
+
+    The bar appears with the first update, so an error raised before any work starts is
+    printed alone.
+    """
+    with ExitStack() as stack:
+        bars: list[Any] = []
 
         def update(done: int, total: int, _name: str) -> None:
-            bar.length = total
-            bar.update(done - bar.pos)
+            if not bars:
+                bars.append(stack.enter_context(typer.progressbar(
+                    length=total, label=label, file=sys.stderr, show_pos=True)))
+            bars[0].update(done - bars[0].pos)
 
         yield update
 

@@ -7,6 +7,7 @@ few milliseconds and no resident memory beyond the pages of the header itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,8 @@ from gguf import GGUFReader, GGUFValueType
 
 from enclave.errors import ModelLoadError
 
-# Metadata arrays longer than this (the vocabulary, the merges) are summarised by their
-# length: nobody plans hardware from 150,000 token strings.
+# Metadata arrays longer than this (the vocabulary, the merges) are kept as their length
+# only, because planning needs their size, not their 150,000 strings.
 _MAX_ARRAY_ITEMS = 64
 
 
@@ -108,7 +109,19 @@ def open_gguf(path: Path) -> GGUFReader:
 
 
 def read_gguf(path: Path) -> GgufSummary:
-    """Read the header of a GGUF file; raise ModelLoadError if it is not one."""
+    """Read the header of a GGUF file; raise ModelLoadError if it is not one.
+
+    Summaries are cached by path, size and modification time, so planning and quantizing
+    the same file in one process parse its header once.
+    """
+    if not path.is_file():
+        raise ModelLoadError(f"GGUF file {path} not found. Pass the path of an existing file.")
+    status = path.stat()
+    return _read_cached(path.resolve(), status.st_size, status.st_mtime_ns, path)
+
+
+@lru_cache(maxsize=8)
+def _read_cached(resolved: Path, size: int, mtime_ns: int, path: Path) -> GgufSummary:
     return summarize(open_gguf(path), path)
 
 

@@ -1,10 +1,11 @@
 """Memory of a running model besides its weights: KV cache, compute buffers and overhead.
 
 The formulas follow how llama.cpp (the version bundled with llama-cpp-python 0.3.36)
-allocates, for a context created as ``enclave.engine.scheduler`` creates it (one unified KV
-cache of context x concurrency cells, ``n_batch = n_ubatch = batch_size``, flash attention
-left at llama.cpp's default, which enables it on CPU, CUDA and Metal). The constants were
-calibrated with benchmarks/planner.py; docs/planner.md lists planned against measured memory.
+allocates for a context created the way ``enclave.engine.scheduler`` creates it. That is one
+unified KV cache of context x concurrency cells, ``n_batch = n_ubatch = batch_size``, and
+flash attention left at llama.cpp's default, which enables it on CPU, CUDA and Metal. The
+constants were calibrated with benchmarks/planner.py, and docs/planner.md lists planned
+against measured memory.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ FIXED_RUNTIME_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Workload:
-    """How the model is run: sequences, tokens per sequence, batch and KV-cache type.
+    """A run configuration: sequences, tokens per sequence, batch and KV-cache type.
 
     ``logits_rows`` is how many rows of logits one decode call returns: one per sequence when
     serving (the default), all ``batch_size`` for perplexity-style evaluation.
@@ -102,26 +103,31 @@ def kv_cache_bytes(arch: Architecture, workload: Workload) -> int:
     return kv_bytes_per_token(arch, workload.kv_type) * workload.kv_cells
 
 
-def compute_buffer_bytes(arch: Architecture, batch_size: int) -> int:
+def compute_buffer_bytes(arch: Architecture, batch_size: int, kv_cells: int) -> int:
     """Return the compute buffer llama.cpp reserves for a batch of ``batch_size`` tokens.
 
     The buffer is sized for the worst graph: a full batch that returns logits for every
-    token. Its peak is usually the logits (vocabulary x batch floats) next to two hidden
-    states; the feed-forward and attention phases are checked too.
+    token, attending to every KV cell. Its peak is the larger of
+
+    * the output: logits (vocabulary x batch floats) next to two hidden states;
+    * attention: the F16 mask of KV cells x batch, plus twelve hidden-state-sized float
+      buffers per token (calibrated with benchmarks/planner.py, where the mask phase takes
+      over above about 64k cells);
+    * the feed-forward block: two intermediate activations plus two hidden states.
+
     NOTE: assumes flash attention. Without it, llama.cpp also materialises the attention
     scores, heads x KV cells x batch floats, which can exceed everything else here.
     """
     hidden = 2 * arch.n_embd
-    logits_phase = arch.n_vocab + hidden
-    ffn_width = max(arch.n_ff, arch.n_expert_used * arch.n_ff_expert)
-    ffn_phase = 2 * ffn_width + hidden
+    output_phase = batch_size * FLOAT_BYTES * (arch.n_vocab + hidden)
+    attention_phase = kv_cells * batch_size * 2 + batch_size * FLOAT_BYTES * 12 * arch.n_embd
     if arch.uses_mla:
-        # MLA decompresses the latent into per-head keys and values for the batch.
-        attention_phase = arch.n_head * (2 * arch.head_dim_k + arch.head_dim_v) + hidden
-    else:
-        attention_phase = arch.n_head * arch.head_dim_k + arch.kv_k_width + arch.kv_v_width
-        attention_phase += hidden
-    return batch_size * FLOAT_BYTES * max(logits_phase, ffn_phase, attention_phase)
+        # MLA decompresses the latent into per-head keys and values for the whole batch.
+        attention_phase += batch_size * FLOAT_BYTES * arch.n_head * (
+            arch.head_dim_k + arch.head_dim_v)
+    ffn_width = max(arch.n_ff, arch.n_expert_used * arch.n_ff_expert)
+    ffn_phase = batch_size * FLOAT_BYTES * (2 * ffn_width + hidden)
+    return max(output_phase, attention_phase, ffn_phase)
 
 
 def output_buffer_bytes(arch: Architecture, rows: int) -> int:
@@ -139,7 +145,7 @@ def estimate_memory(arch: Architecture, weight_bytes: int, workload: Workload) -
     return MemoryEstimate(
         weights=weight_bytes,
         kv_cache=kv_cache_bytes(arch, workload),
-        compute=compute_buffer_bytes(arch, workload.batch_size),
+        compute=compute_buffer_bytes(arch, workload.batch_size, workload.kv_cells),
         output=output_buffer_bytes(arch, workload.output_rows),
         runtime=runtime_overhead_bytes(arch),
     )

@@ -10,7 +10,7 @@ with the KV cache read at the full context (the worst case of a conversation). S
 sequences decoded together share one read of the weights, which is where batching gains.
 
 NOTE: the roofline leaves out inter-device communication and kernel-launch latency, so the
-rates are upper bounds; with tensor parallelism at small batch sizes, measured rates are often
+rates are upper bounds. With tensor parallelism at small batch sizes, measured rates are often
 several times lower.
 """
 
@@ -36,7 +36,7 @@ MIB = 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Recommendation:
-    """The smallest configuration of one accelerator that holds the workload.
+    """The smallest configuration of one accelerator that fits the workload.
 
     ``split`` is ``tensor`` when every layer is divided across the devices (their bandwidths
     add up), ``layer`` when whole layers go to different devices (llama.cpp's default split:
@@ -104,7 +104,7 @@ def _configuration(arch: Architecture, weights: WeightEstimate, workload: Worklo
     tensor_split = devices > 1 and arch.n_head % devices == 0
     kv_per_sequence = kv_bytes_per_token(arch, workload.kv_type) * workload.context
     kv_total = kv_bytes_per_token(arch, workload.kv_type) * workload.kv_cells
-    compute = compute_buffer_bytes(arch, workload.batch_size)
+    compute = compute_buffer_bytes(arch, workload.batch_size, workload.kv_cells)
     host_side = output_buffer_bytes(arch, workload.output_rows) + runtime_overhead_bytes(arch)
 
     if accelerator.kind is Kind.GPU:
@@ -125,11 +125,16 @@ def _configuration(arch: Architecture, weights: WeightEstimate, workload: Worklo
     if tensor_split:
         bandwidth *= devices
     fits = per_device <= usable
+    split = "none"
+    if tensor_split:
+        split = "tensor"
+    elif devices > 1:
+        split = "layer"
     return Recommendation(
         accelerator=accelerator,
         devices=devices,
         nodes=math.ceil(devices / accelerator.max_per_node),
-        split="tensor" if tensor_split else ("layer" if devices > 1 else "none"),
+        split=split,
         fits=fits,
         per_device_bytes=int(per_device),
         usable_bytes=usable,

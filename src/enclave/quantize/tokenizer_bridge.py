@@ -2,8 +2,8 @@
 
 GGUF stores a byte-level BPE vocabulary (llama.cpp's "gpt2" tokenizer model) as
 ``tokenizer.ggml.tokens`` in id order, ``token_type`` per token and ``merges`` as
-"left right" strings; ``tokenizer.ggml.pre`` names the pre-tokenizer (how text is split
-before BPE). A Hugging Face fast tokenizer keeps the same vocabulary and merges in
+"left right" strings. ``tokenizer.ggml.pre`` names the pre-tokenizer, which splits text
+before BPE. A Hugging Face fast tokenizer keeps the same vocabulary and merges in
 tokenizer.json and describes the pre-tokenizer as a structure. SentencePiece vocabularies
 (llama.cpp's "llama" model, Llama 2's tokenizer.model) are not handled here.
 """

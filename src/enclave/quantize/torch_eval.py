@@ -10,7 +10,6 @@ import and belong to the ``quant`` extra.
 from __future__ import annotations
 
 import inspect
-import io
 import time
 import warnings
 from pathlib import Path
@@ -47,12 +46,28 @@ def _load(folder: Path, threads: int) -> Any:
     return model
 
 
-def _state_bytes(model: Any) -> int:
+def _tensor_bytes(value: Any, seen: set[int]) -> int:
+    """Return the bytes of a state-dict value: a tensor, or the packed weights of a quantized
+    layer (a tuple of tensors). Tensors already in ``seen`` (tied weights) count once."""
     import torch
 
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell()
+    if isinstance(value, tuple | list):
+        return sum(_tensor_bytes(item, seen) for item in value)
+    if not isinstance(value, torch.Tensor):
+        return 0
+    if value.is_quantized:
+        # One int8 value per weight, plus the scale and zero point of the tensor.
+        return value.numel() * value.element_size() + 16
+    if value.data_ptr() in seen:
+        return 0
+    seen.add(value.data_ptr())
+    return value.numel() * value.element_size()
+
+
+def _state_bytes(model: Any) -> int:
+    """Return the bytes of the model's weights as a saved state dict stores them."""
+    seen: set[int] = set()
+    return sum(_tensor_bytes(value, seen) for value in model.state_dict().values())
 
 
 class TorchSource:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -63,6 +65,12 @@ class LlamaEngine:
             queue_size=settings.queue_size,
             threads=settings.threads or available_cpus(),
         )
+        self._outbox: queue.SimpleQueue[list[tuple[Sequence, Event]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._courier = threading.Thread(target=self._forward_events, name="enclave-courier",
+                                         daemon=True)
+        self._courier.start()
         self.scheduler = Scheduler(model, config, self._deliver)
         # Without a unified KV cache a sequence can use only its share of the cells.
         self.context_size = min(self.context_size, self.scheduler.kv_cells_per_sequence)
@@ -130,35 +138,45 @@ class LlamaEngine:
     def submit(self, request: GenerationRequest) -> Generation:
         """Queue a request; raise QueueFullError or EngineUnavailableError at once if refused."""
         self.last_used = time.monotonic()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        sequence = self.scheduler.submit(request, (asyncio.get_running_loop(), queue))
-        return Generation(self.scheduler, sequence, queue)
+        inbox: asyncio.Queue[Event] = asyncio.Queue()
+        sequence = self.scheduler.submit(request, (asyncio.get_running_loop(), inbox))
+        return Generation(self.scheduler, sequence, inbox)
 
     def _deliver(self, events: list[tuple[Sequence, Event]]) -> None:
-        # Called on the scheduler thread: one wake-up per event loop per step.
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]]
-        by_loop = defaultdict(list)
-        for sequence, event in events:
-            loop, queue = sequence.sink
-            by_loop[loop].append((queue, event))
-        for loop, items in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_dispatch, items)
-            except RuntimeError:
-                logger.debug("Dropped %d events for a closed event loop", len(items))
+        # Called on the scheduler thread, which must get back to llama_decode quickly. Waking
+        # an event loop is a syscall that releases the GIL, and the woken loop would then hold
+        # the GIL while the scheduler waits for it; the courier thread takes that wait instead,
+        # while the scheduler is inside llama_decode.
+        self._outbox.put(events)
+
+    def _forward_events(self) -> None:
+        """Run on the courier thread: hand each step's events to their event loops."""
+        while (events := self._outbox.get()) is not None:
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue[Event], Event]]]
+            by_loop = defaultdict(list)
+            for sequence, event in events:
+                loop, inbox = sequence.sink
+                by_loop[loop].append((inbox, event))
+            for loop, items in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_dispatch, items)
+                except RuntimeError:
+                    logger.debug("Dropped %d events for a closed event loop", len(items))
 
     def close(self) -> None:
         self.scheduler.stop()
+        self._outbox.put(None)
+        self._courier.join(timeout=10)
         self.model.close()
 
 
 class Generation:
     """The events of one submitted request. Iterate once; cancel() ends it early."""
 
-    def __init__(self, scheduler: Scheduler, sequence: Sequence, queue: asyncio.Queue[Event]):
+    def __init__(self, scheduler: Scheduler, sequence: Sequence, inbox: asyncio.Queue[Event]):
         self._scheduler = scheduler
         self._sequence = sequence
-        self._queue = queue
+        self._inbox = inbox
 
     @property
     def finished(self) -> bool:
@@ -166,7 +184,7 @@ class Generation:
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         while True:
-            event = await self._queue.get()
+            event = await self._inbox.get()
             yield event
             if isinstance(event, Finished):
                 return
@@ -177,5 +195,5 @@ class Generation:
 
 
 def _dispatch(items: list[tuple[asyncio.Queue[Event], Event]]) -> None:
-    for queue, event in items:
-        queue.put_nowait(event)
+    for inbox, event in items:
+        inbox.put_nowait(event)

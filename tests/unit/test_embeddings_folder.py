@@ -55,6 +55,10 @@ def test_default_folder_reads_sentence_transformers_settings() -> None:
     [
         ({"config.json": {"model_type": "xlm-roberta", "architectures": ["XLMRobertaModel"]}},
          ["XLMRobertaModel", "only BERT", ".gguf"]),
+        ({"config.json": {"hidden_act": "relu"}}, ["'relu'", "gelu and absolute only"]),
+        ({"config.json": {"position_embedding_type": "relative_key"}},
+         ["'relative_key'", "gelu and absolute only"]),
+        ({"config.json": {"hidden_size": None}}, ["hidden_size"]),
         ({"model.safetensors": None}, ["model.safetensors", "pytorch_model.bin"]),
         ({"tokenizer_config.json": {"do_lower_case": False}}, ["cased", "uncased"]),
         ({"modules.json": [
@@ -68,7 +72,8 @@ def test_default_folder_reads_sentence_transformers_settings() -> None:
         ({"special_tokens_map.json": {}, "tokenizer_config.json": {"cls_token": "<s>"}},
          ["'<s>'", "not in its vocabulary"]),
     ],
-    ids=["architecture", "weights", "cased", "dense", "max-pooling", "special-token"],
+    ids=["architecture", "activation", "positions", "hidden-size", "weights", "cased", "dense",
+         "max-pooling", "special-token"],
 )
 def test_read_folder_rejects_unsupported(tmp_path: Path, edits: dict[str, Any],
                                          words: list[str]) -> None:

@@ -99,8 +99,7 @@ def wordpiece_to_gguf(token: str) -> str:
     return WORD_START + token
 
 
-def convert_folder(folder: SentenceBertFolder, output: Path, weight_type: WeightType = "f16"
-                   ) -> int:
+def convert_folder(folder: SentenceBertFolder, output: Path, weight_type: WeightType) -> int:
     """Write the GGUF file of a checked folder atomically; return the number of tensors."""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f"{output.name}.{os.getpid()}.partial")
@@ -142,12 +141,6 @@ def _add_hyperparameters(writer: GGUFWriter, folder: SentenceBertFolder) -> None
     writer.add_causal_attention(False)
     writer.add_pooling_type(folder.pooling)
     writer.add_uint32(MAX_SEQ_LENGTH_KEY, folder.max_seq_length)
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise ModelLoadError(f"{folder.path} uses activation {config['hidden_act']!r}; "
-                             "llama.cpp's BERT graph implements gelu only.")
-    if config.get("position_embedding_type", "absolute") != "absolute":
-        raise ModelLoadError(f"{folder.path} uses {config['position_embedding_type']!r} position "
-                             "embeddings; llama.cpp's BERT graph implements absolute only.")
 
 
 def _add_vocabulary(writer: GGUFWriter, folder: SentenceBertFolder) -> None:

@@ -129,27 +129,39 @@ def _read_json_if_present(path: Path) -> dict[str, Any]:
 def _check_architecture(path: Path, config: dict[str, Any]) -> None:
     model_type = config.get("model_type")
     architectures = config.get("architectures") or []
-    if model_type in SUPPORTED_MODEL_TYPES:
-        return
-    described = ", ".join(architectures) or f"model_type {model_type!r}"
-    raise ConfigError(
-        f"The embedding model in {path} is {described}, which Enclave cannot convert: only "
-        "BERT models (model_type 'bert', such as all-MiniLM-L6-v2 or bge-small-en-v1.5) are "
-        "supported. Convert the model to GGUF with llama.cpp's converter and set "
-        "embeddings.model to the .gguf file."
-    )
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        described = ", ".join(architectures) or f"model_type {model_type!r}"
+        raise ConfigError(
+            f"The embedding model in {path} is {described}, which Enclave cannot convert: "
+            "only BERT models (model_type 'bert', such as all-MiniLM-L6-v2 or "
+            "bge-small-en-v1.5) are supported. Convert the model to GGUF with llama.cpp's "
+            "converter and set embeddings.model to the .gguf file."
+        )
+
+    # llama.cpp's BERT graph has GELU feed-forward layers and absolute position embeddings.
+    activation = config.get("hidden_act", "gelu")
+    positions = config.get("position_embedding_type", "absolute")
+    if activation != "gelu" or positions != "absolute":
+        raise ConfigError(
+            f"The BERT model in {path} uses activation {activation!r} and {positions!r} "
+            "position embeddings; llama.cpp's BERT graph implements gelu and absolute only."
+        )
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers",
+                "num_attention_heads", "max_position_embeddings"):
+        if not isinstance(config.get(key), int):
+            raise ConfigError(f"{path / 'config.json'} lacks the integer {key}.")
 
 
 def _check_lower_case(path: Path, tokenizer_config: dict[str, Any]) -> None:
-    # llama.cpp's WordPiece tokenizer always lowercases and splits accents off, as an
-    # uncased BERT tokenizer does; a cased vocabulary would be tokenized differently.
+    # Enclave's WordPiece tokenizer (wordpiece.py) implements the uncased BERT tokenizer,
+    # which lowercases and strips accents.
     lower_case = tokenizer_config.get("do_lower_case", True)
     strip_accents = tokenizer_config.get("strip_accents")
     if lower_case and strip_accents is not False:
         return
     raise ConfigError(
         f"The tokenizer in {path} is cased (do_lower_case false or strip_accents false), but "
-        "llama.cpp's WordPiece tokenizer lowercases all input, so the vectors would differ "
+        "Enclave implements the uncased BERT tokenizer only, so the vectors would differ "
         "from the original model. Choose an uncased BERT model."
     )
 

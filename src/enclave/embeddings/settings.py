@@ -24,5 +24,8 @@ class EmbeddingsSettings(Section):
     )
     threads: int | None = Field(None, ge=1, description="CPU threads for the embedding model. "
                                 "Default: the number of CPU cores available to the process.")
-    batch_tokens: int = Field(2048, ge=64, description="Maximum tokens encoded in one "
-                              "llama.cpp call; several inputs share a call up to this size.")
+    batch_tokens: int = Field(
+        512, ge=64, description="Maximum tokens encoded in one llama.cpp call, rounded up to a "
+        "multiple of 64; several inputs share a call up to this size. The attention memory "
+        "grows with its square.",
+    )

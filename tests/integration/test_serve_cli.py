@@ -73,7 +73,7 @@ def test_error_is_translated_for_chinese_locale(tmp_path: Path) -> None:
     result = serve(tmp_path, "--model", str(tmp_path / "absent.gguf"),
                    env={"LANG": "zh_CN.UTF-8", "LC_ALL": ""})
     assert result.returncode == 2
-    assert result.stderr.startswith("错误：")
+    assert result.stderr.splitlines()[-1].startswith("错误：")
 
 
 def test_models_dir_serves_every_gguf(tmp_path: Path, model_path: Path) -> None:

@@ -41,11 +41,11 @@ class ModelRegistry:
             for entry in self._folder_entries():
                 if entry.id == model:
                     return entry
-        where = f" or a model id in {self._models_dir}" if self._models_dir else ""
-        raise ConfigError(
-            f"engine.model = {model!r} is neither an existing .gguf file{where}. "
-            "Pass the path of a GGUF file."
-        )
+        if self._models_dir is not None:
+            what = f"neither an existing .gguf file nor a model id in {self._models_dir}"
+        else:
+            what = "not an existing .gguf file"
+        raise ConfigError(f"engine.model = {model!r} is {what}. Pass the path of a GGUF file.")
 
     def _folder_entries(self) -> list[ModelEntry]:
         if self._models_dir is None:

@@ -22,9 +22,8 @@ class AccessObserver:
         self._charges: set[asyncio.Task[None]] = set()
 
     def request_accepted(self, record: RequestRecord) -> None:
-        # NOTE: the OpenAI chat and completion routes get the engine (loading the model if
-        # needed) before they call accept(), so a model outside the scope may be loaded
-        # before this rejects the request.
+        # Routes accept before they look up or load the model, so a model outside the scope
+        # is rejected before it can be loaded.
         principal = record.principal
         if isinstance(principal, Principal) and record.model is not None \
                 and not principal.may_use(record.model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -16,12 +17,15 @@ from enclave.access.middleware import AccessMiddleware
 from enclave.access.observer import AccessObserver
 from enclave.api import health, rerank
 from enclave.api.admin import router as admin_router
+from enclave.api.audit_observer import AuditObserver
 from enclave.api.errors import install_error_handlers
 from enclave.api.middleware import RequestContextMiddleware
 from enclave.api.ollama import router as ollama_router
 from enclave.api.openai import embeddings as openai_embeddings
 from enclave.api.openai import router as openai_router
+from enclave.api.privacy import PrivacyLayer
 from enclave.api.state import AppState
+from enclave.audit import AuditTrail
 from enclave.config import Settings
 from enclave.embeddings.service import create_embedding_service
 from enclave.engine.pool import EnginePool
@@ -34,7 +38,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     """Return the ASGI app; the default model is loaded by the lifespan, before serving."""
     pool = pool or EnginePool(settings.engine, ModelRegistry(settings.engine))
-    state = AppState(settings=settings, pool=pool,
+    state = AppState(settings=settings, pool=pool, privacy=PrivacyLayer(settings.privacy),
                      embeddings=create_embedding_service(settings.embeddings, settings.data_dir))
     if state.embeddings:
         state.stats_providers["embeddings"] = state.embeddings
@@ -42,6 +46,13 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     access_observer = AccessObserver(state.access)
     # First, so a model outside the key's scope is rejected before other observers record it.
     state.observers.insert(0, access_observer)
+    # Before the audit observer: it counts the personal data in a response for the close
+    # record.
+    state.observers.append(state.privacy)
+    state.stats_providers["privacy"] = state.privacy
+    if settings.audit.enabled:
+        state.audit = AuditTrail(settings.audit, settings.data_dir)
+        state.stats_providers["audit"] = state.audit
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -61,6 +72,10 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
                 await state.embeddings.close()
             await access_observer.drain()
             await state.access.close()
+            if state.audit:
+                # close() commits what is queued and signs a last checkpoint. It blocks, so it
+                # runs in a thread.
+                await asyncio.to_thread(state.audit.close)
 
     app = FastAPI(title="Enclave", version=__version__, lifespan=lifespan,
                   docs_url="/docs", redoc_url=None)
@@ -83,6 +98,9 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     app.include_router(openai_router.router)
     app.include_router(admin_router.router)
     install_metrics(app, state)
+    if state.audit:
+        # Last, so that waiting for its commits delays no other observer.
+        state.observers.append(AuditObserver(state.audit, str(settings.privacy.mode)))
     app.include_router(openai_embeddings.router)
     app.include_router(rerank.router)
     app.include_router(ollama_router.router)

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from enclave.api.lifecycle import note_error
 from enclave.errors import InvalidRequestError, RequestError
 
 logger = logging.getLogger(__name__)
@@ -129,8 +130,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestError)
     async def _request_error(request: Request, error: RequestError) -> JSONResponse:
+        note_error(request, error)
+        # A message can quote a request value, so the log gets it after the privacy mode.
+        privacy = getattr(getattr(request.app.state, "enclave", None), "privacy", None)
+        message = privacy.text_for_log(error.message) if privacy else error.message
         logger.info("Request rejected: status=%d code=%s message=%s",
-                    error.status_code, error.code, error.message)
+                    error.status_code, error.code, message)
         return request_error_response(error, request.url.path)
 
     @app.exception_handler(RequestValidationError)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import secrets
@@ -10,7 +11,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from enclave.api.lifecycle import RequestRecord
+from enclave.access.keys import parse_key
+from enclave.access.middleware import presented_key
+from enclave.api.lifecycle import RequestRecord, notify_finished
 from enclave.logs import request_id_var
 
 logger = logging.getLogger("enclave.access")
@@ -21,6 +24,11 @@ REQUEST_ID_HEADER = b"x-request-id"
 _TEXT_FIELDS = ("model", "user_id", "ttft_ms", "tokens_per_s", "queue_ms", "completion_tokens")
 # A client-supplied id is kept only if it is short and plain, so it cannot forge log lines.
 _ACCEPTED_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+# Statuses of requests that access control turned away. When the principal was never set,
+# their record names the public prefix of the key presented.
+REJECTED_STATUSES = frozenset({401, 403, 429})
+# Error bodies are small, so a larger body is not read for its error code.
+_MAX_ERROR_BODY_BYTES = 65536
 
 
 class RequestContextMiddleware:
@@ -47,15 +55,21 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["enclave_record"] = record
         started = time.perf_counter()
         status = 0
+        error_body_pending = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, error_body_pending
             if message["type"] == "http.response.start":
                 status = message["status"]
                 record.status = status
+                error_body_pending = status >= 400
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and error_body_pending:
+                error_body_pending = False
+                if record.error_code is None and not message.get("more_body"):
+                    record.error_code = error_code_of(message.get("body", b""))
             await send(message)
 
         try:
@@ -64,7 +78,8 @@ class RequestContextMiddleware:
             if status == 0:
                 record.status = 499  # the client went away before a response started
             record.attributes["route_template"] = _route_template(scope)
-            self._notify(record)
+            if record.principal is None and record.status in REJECTED_STATUSES:
+                record.attributes["key_prefix"] = _presented_prefix(scope)
             duration_ms = (time.perf_counter() - started) * 1000.0
             fields = access_log_fields(record)
             summary = "".join(f" {key}={fields[key]}" for key in _TEXT_FIELDS if key in fields)
@@ -74,16 +89,14 @@ class RequestContextMiddleware:
                 extra={"method": scope["method"], "path": scope["path"], "status": status,
                        "duration_ms": round(duration_ms, 3), **fields},
             )
+            # After the log line, which should not wait for the audit trail's commit.
+            await self._notify(record)
             request_id_var.reset(token)
 
-    def _notify(self, record: RequestRecord) -> None:
-        for observer in self.observers:
-            try:
-                observer.request_finished(record)
-            except Exception:
-                logger.exception("Observer %s failed on request_finished",
-                                 type(observer).__name__)
+    async def _notify(self, record: RequestRecord) -> None:
+        await notify_finished(self.observers, record)
         record.input_text = None
+        record.output_parts = None
 
     @staticmethod
     def _request_id(scope: Scope) -> str:
@@ -91,6 +104,35 @@ class RequestContextMiddleware:
             if name == REQUEST_ID_HEADER and _ACCEPTED_ID.match(value):
                 return bytes(value).decode()
         return f"req-{secrets.token_hex(8)}"
+
+
+def error_code_of(body: bytes) -> str | None:
+    """Return the ``code`` (else the ``type``) of an OpenAI-shaped JSON error body.
+
+    The error handlers put the code on the record themselves; this covers the rejections
+    that the access middleware sends before the app runs.
+
+    NOTE: Ollama's error body is ``{"error": "message"}`` without a code, so an Ollama
+    request rejected by the access middleware (no key, a rate limit) gets no error code.
+    """
+    if len(body) > _MAX_ERROR_BODY_BYTES:
+        return None
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code") or error.get("type")
+    return code if isinstance(code, str) else None
+
+
+def _presented_prefix(scope: Scope) -> str | None:
+    """Return the public prefix of the Enclave key a request presented, never its secret."""
+    key = presented_key(scope)
+    parsed = parse_key(key) if key else None
+    return parsed.prefix if parsed else None
 
 
 def _route_template(scope: Scope) -> str | None:
@@ -111,6 +153,10 @@ def access_log_fields(record: RequestRecord) -> dict[str, Any]:
         value = getattr(principal, name, None)
         if value is not None:
             fields[name] = value
+    if principal is None and record.attributes.get("key_prefix"):
+        fields["key_prefix"] = record.attributes["key_prefix"]
+    if record.error_code is not None:
+        fields["error_code"] = record.error_code
     if not record.accepted:
         return fields
 
@@ -131,6 +177,4 @@ def access_log_fields(record: RequestRecord) -> dict[str, Any]:
             fields["tokens_per_s"] = round((record.completion_tokens - 1) / decode_s, 1)
     if record.finish_reason is not None:
         fields["finish_reason"] = record.finish_reason
-    if record.error_code is not None:
-        fields["error_code"] = record.error_code
     return fields

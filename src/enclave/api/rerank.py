@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from enclave.api.errors import parse_body
-from enclave.api.lifecycle import accept
+from enclave.api.lifecycle import accept, record_of
 from enclave.api.openai.embeddings import check_model, embedding_service
 from enclave.api.openai.protocol import Lenient
 from enclave.api.state import StateDep
@@ -63,8 +63,9 @@ async def rerank(request: Request, state: StateDep) -> JSONResponse:
     check_model(state, model, (service.rerank_model_id, service.model_id))
     texts = body.document_texts()
     service.check_count(len(texts), "documents")
+    logged = state.privacy.protect_embedding_inputs(record_of(request), [body.query, *texts])
+    record = await accept(request, model=model, input_text="\n".join(logged))
 
-    record = accept(request, model=model, input_text="\n".join([body.query, *texts]))
     result = await service.rerank(body.query, texts)
     record.prompt_tokens = result.prompt_tokens
     ranked = sorted(range(len(texts)), key=lambda index: (-result.scores[index], index))

@@ -9,6 +9,8 @@ from fastapi import Depends
 from starlette.requests import Request
 
 from enclave.access.control import AccessControl
+from enclave.api.privacy import PrivacyLayer
+from enclave.audit import AuditTrail
 from enclave.config import Settings
 from enclave.embeddings.service import EmbeddingService
 from enclave.engine.pool import EnginePool
@@ -18,6 +20,8 @@ from enclave.engine.pool import EnginePool
 class AppState:
     settings: Settings
     pool: EnginePool
+    # The [privacy] mode applied to every generation request; see api/privacy.py.
+    privacy: PrivacyLayer
     ready: bool = False
     started_at: float = field(default=0.0)
     base_url: str = ""
@@ -29,6 +33,8 @@ class AppState:
     embeddings: EmbeddingService | None = None
     # API keys and rate limits; set by create_app.
     access: AccessControl | None = None
+    # None when audit.enabled is false. The lifespan closes it.
+    audit: AuditTrail | None = None
 
 
 def get_state(request: Request) -> AppState:

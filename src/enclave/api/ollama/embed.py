@@ -12,7 +12,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from enclave.api.lifecycle import accept
+from enclave.api.lifecycle import accept, record_of
 from enclave.api.ollama.protocol import EmbedBody, EmbeddingsBody
 from enclave.api.openai.embeddings import check_model, embedding_service
 from enclave.api.state import AppState
@@ -54,8 +54,9 @@ async def embed(request: Request, body: EmbedBody, state: AppState) -> dict[str,
     texts = embed_inputs(body.input)
     service.check_count(len(texts))
     await _check_dimensions(service, body.dimensions)
+    logged = state.privacy.protect_embedding_inputs(record_of(request), texts)
+    await accept(request, model=body.model, input_text="\n".join(logged))
 
-    accept(request, model=body.model, input_text="\n".join(texts))
     result = await service.embed(texts, truncate=body.truncate)
     return {
         "model": body.model,
@@ -72,7 +73,8 @@ async def embeddings(request: Request, body: EmbeddingsBody, state: AppState) ->
     check_model(state, body.model, (service.model_id,))
     if not body.prompt:
         raise InvalidRequestError("'prompt' must be a non-empty string.", param="prompt")
+    logged = state.privacy.protect_embedding_inputs(record_of(request), [body.prompt])
+    await accept(request, model=body.model, input_text=logged[0])
 
-    accept(request, model=body.model, input_text=body.prompt)
     result = await service.embed([body.prompt])
     return {"embedding": result.vectors[0]}

@@ -19,9 +19,11 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from enclave.api.lifecycle import RequestRecord, accept, note_finished
+from enclave.api.lifecycle import RequestRecord, accept, note_finished, record_of
 from enclave.api.ollama.protocol import ChatBody, GenerateBody, GenerationBody, generation_options
 from enclave.api.openai.service import deadline_seconds, generation_request
+from enclave.api.privacy import last_user_text
+from enclave.api.restoring import output_parser
 from enclave.api.state import AppState
 from enclave.api.streaming import collect_text
 from enclave.engine.llama_engine import Generation, LlamaEngine
@@ -113,6 +115,13 @@ async def chat(request: Request, body: ChatBody, state: AppState) -> Response:
     timer = Timer()
     body.check_supported()
     body.log_ignored_fields("Ollama chat request")
+    timeout_s = deadline_seconds(request, state.settings.engine.request_timeout_s)
+    protected = state.privacy.protect_chat(
+        record_of(request),
+        [message.neutral(index) for index, message in enumerate(body.messages)])
+    # Before the model is loaded, so that a key outside its scope cannot get it loaded.
+    record = await accept(request, model=body.model,
+                          input_text=last_user_text(protected.logged_input), stream=body.stream)
     engine = await load_engine(state, body.model, timer)
     if not body.messages:
         return JSONResponse(_loaded(body.model, {"message": {"role": "assistant",
@@ -122,25 +131,30 @@ async def chat(request: Request, body: ChatBody, state: AppState) -> Response:
     think = body.think_flag()
     check_think(think, engine, reasoning, body.model)
     spec = ChatSpec(
-        messages=[message.neutral(index) for index, message in enumerate(body.messages)],
+        messages=protected.model_input,
         tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
         output_format=output_format(body.format),
         split_reasoning=think is not False,
         enable_thinking=think,
     )
     plan = plan_chat(engine.template, spec, reasoning)
-    users = [m["content"] for m in spec.messages if m["role"] == "user"]
-    generation, record = _submit(request, state, engine, body, plan,
-                                 input_text=users[-1] if users else "")
+    generation = _submit(engine, body, plan, timeout_s)
     encoder = _ChatEncoder(body.model)
-    return await _respond(request, body, generation, ChatOutputParser(plan), encoder, timer,
-                          record)
+    return await _respond(request, body, generation, output_parser(plan, protected), encoder,
+                          timer, record)
 
 
 async def generate(request: Request, body: GenerateBody, state: AppState) -> Response:
     timer = Timer()
     body.check_supported()
     body.log_ignored_fields("Ollama generate request")
+    timeout_s = deadline_seconds(request, state.settings.engine.request_timeout_s)
+    messages = [{"role": "system", "content": body.system}] if body.system else []
+    messages.append({"role": "user", "content": body.prompt})
+    protected = state.privacy.protect_chat(record_of(request), messages)
+    # Before the model is loaded, so that a key outside its scope cannot get it loaded.
+    record = await accept(request, model=body.model,
+                          input_text=last_user_text(protected.logged_input), stream=body.stream)
     engine = await load_engine(state, body.model, timer)
     if not body.prompt and not body.system:
         return JSONResponse(_loaded(body.model, {"response": ""}))
@@ -149,18 +163,16 @@ async def generate(request: Request, body: GenerateBody, state: AppState) -> Res
     think = body.think_flag()
     formatting = output_format(body.format)
     if body.raw:
-        plan = plan_raw(body.prompt, formatting)
+        plan = plan_raw(last_user_text(protected.model_input), formatting)
     else:
         check_think(think, engine, reasoning, body.model)
-        messages = [{"role": "system", "content": body.system}] if body.system else []
-        messages.append({"role": "user", "content": body.prompt})
-        spec = ChatSpec(messages=messages, output_format=formatting,
+        spec = ChatSpec(messages=protected.model_input, output_format=formatting,
                         split_reasoning=think is not False, enable_thinking=think)
         plan = plan_chat(engine.template, spec, reasoning)
-    generation, record = _submit(request, state, engine, body, plan, input_text=body.prompt)
+    generation = _submit(engine, body, plan, timeout_s)
     encoder = _GenerateEncoder(body.model)
-    return await _respond(request, body, generation, ChatOutputParser(plan), encoder, timer,
-                          record)
+    return await _respond(request, body, generation, output_parser(plan, protected), encoder,
+                          timer, record)
 
 
 def _loaded(model: str, fields: dict[str, Any]) -> dict[str, Any]:
@@ -169,8 +181,8 @@ def _loaded(model: str, fields: dict[str, Any]) -> dict[str, Any]:
             "done_reason": "load"}
 
 
-def _submit(request: Request, state: AppState, engine: LlamaEngine, body: GenerationBody,
-            plan: ChatPlan, *, input_text: str) -> tuple[Generation, RequestRecord]:
+def _submit(engine: LlamaEngine, body: GenerationBody, plan: ChatPlan,
+            timeout_s: float | None) -> Generation:
     options = generation_options(body.options, engine.context_size)
     tokens = engine.tokenize_prompt(plan.prompt)
 
@@ -188,11 +200,9 @@ def _submit(request: Request, state: AppState, engine: LlamaEngine, body: Genera
     params = dataclasses.replace(options.params, grammar=plan.grammar,
                                  grammar_triggers=plan.grammar_triggers)
     generation_input = generation_request(
-        engine, tokens, params, token_limit=limit, stop=options.stop,
-        timeout_s=deadline_seconds(request, state.settings.engine.request_timeout_s),
+        engine, tokens, params, token_limit=limit, stop=options.stop, timeout_s=timeout_s,
     )
-    record = accept(request, model=body.model, input_text=input_text, stream=body.stream)
-    return engine.submit(generation_input), record
+    return engine.submit(generation_input)
 
 
 async def _respond(request: Request, body: GenerationBody, generation: Generation,

@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from enclave.api.lifecycle import accept
+from enclave.api.lifecycle import accept, record_of
 from enclave.api.openai.chat_stream import ChatChunkEncoder, finish_reason, stream_chat
 from enclave.api.openai.protocol import ChatCompletionRequest, ChatMessage
 from enclave.api.openai.service import (
@@ -25,10 +25,12 @@ from enclave.api.openai.service import (
     sampling_params,
     usage,
 )
+from enclave.api.privacy import last_user_text
+from enclave.api.restoring import output_parser
 from enclave.api.state import AppState
 from enclave.api.streaming import SSE_HEADERS, collect_text
 from enclave.errors import EngineUnavailableError, UnsupportedParameterError
-from enclave.output.parser import ChatOutput, ChatOutputParser, collect
+from enclave.output.parser import ChatOutput, collect
 from enclave.output.plan import ChatSpec, OutputFormat, ToolChoice, plan_chat
 
 
@@ -56,16 +58,12 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     return converted
 
 
-def last_user_text(messages: list[dict[str, Any]]) -> str:
-    """Return the newest user message: the query an audit excerpt shows."""
-    for message in reversed(messages):
-        if message["role"] == "user":
-            return str(message["content"])
-    return ""
+def chat_spec(body: ChatCompletionRequest, messages: list[dict[str, Any]]) -> ChatSpec:
+    """Translate the OpenAI request into the protocol-neutral chat description.
 
-
-def chat_spec(body: ChatCompletionRequest) -> ChatSpec:
-    """Translate the OpenAI request into the protocol-neutral chat description."""
+    ``messages`` are the request's messages as the model may read them (after the privacy
+    mode).
+    """
     tools = [tool.model_dump(exclude_none=True) for tool in body.tools or []]
     forced = body.forced_function()
     if forced is not None:
@@ -84,7 +82,7 @@ def chat_spec(body: ChatCompletionRequest) -> ChatSpec:
                                      "response_format.json_schema.schema")
 
     return ChatSpec(
-        messages=template_messages(body.messages),
+        messages=messages,
         tools=tools,
         tool_choice=choice,
         parallel_tool_calls=bool(body.parallel_tool_calls),
@@ -103,9 +101,17 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest,
             "grammar", "grammar is switched off on this server (engine.request_grammar = "
             "false). Use response_format for JSON output, or ask the operator to enable it.",
         )
+    timeout_s = deadline_seconds(request, state.settings.engine.request_timeout_s)
+    messages = template_messages(body.messages)
+    state.pool.registry.get(body.model)  # 404 for an unknown id; loads nothing
+    protected = state.privacy.protect_chat(record_of(request), messages)
+    # Before the engine is fetched, so that a key outside the model's scope cannot get it
+    # loaded.
+    record = await accept(request, model=body.model,
+                          input_text=last_user_text(protected.logged_input), stream=body.stream)
     engine = await state.pool.get(body.model)
 
-    spec = chat_spec(body)
+    spec = chat_spec(body, protected.model_input)
     plan = plan_chat(engine.template, spec, state.settings.engine.reasoning_for(body.model))
     params = dataclasses.replace(
         sampling_params(body, engine.model.n_vocab),
@@ -118,12 +124,10 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest,
         params,
         token_limit=body.token_limit(),
         stop=body.stop_strings(),
-        timeout_s=deadline_seconds(request, state.settings.engine.request_timeout_s),
+        timeout_s=timeout_s,
     )
-    record = accept(request, model=body.model, input_text=last_user_text(spec.messages),
-                    stream=body.stream)
     generation = engine.submit(generation_input)
-    parser = ChatOutputParser(plan)
+    parser = output_parser(plan, protected)
     response_id, created = new_id("chatcmpl"), int(time.time())
 
     if body.stream:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from enclave.api.errors import parse_body
-from enclave.api.lifecycle import accept
+from enclave.api.lifecycle import accept, record_of
 from enclave.api.openai.protocol import Lenient
 from enclave.api.state import AppState, StateDep
 from enclave.embeddings.service import EmbeddingService
@@ -151,7 +151,8 @@ async def create_embeddings(request: Request, state: StateDep) -> JSONResponse:
             f"or send {dimensions}.",
         )
 
-    record = accept(request, model=service.model_id, input_text="\n".join(texts))
+    logged = state.privacy.protect_embedding_inputs(record_of(request), texts)
+    record = await accept(request, model=service.model_id, input_text="\n".join(logged))
     result = await service.embed(texts)
     record.prompt_tokens = result.prompt_tokens
     data = [

@@ -152,7 +152,7 @@ def render_report(report: EvalReport) -> str:
             f"{row.top1_agreement:.1%}",
         ])
     header = _("Reference {reference}; {tokens} tokens of {text} in windows of {window} "
-               "({positions} scored positions), {threads} threads.",
+               "({positions} scored positions); threads: {threads}.",
                reference=report.reference.name, tokens=report.tokens, text=report.text_name,
                window=report.window, positions=report.scored_positions,
                threads=report.threads)

@@ -1,7 +1,7 @@
 """The shape of a transformer model, as far as memory and bandwidth depend on it.
 
 An ``Architecture`` comes from a GGUF file's metadata, a Hugging Face ``config.json`` or the
-catalogue. ``tensor_layout`` then lists the weight tensors a GGUF conversion of it holds,
+catalogue. ``tensor_layout`` then lists the weight tensors a GGUF conversion of it contains,
 with llama.cpp's tensor names and shapes, so that every source goes through the same
 per-tensor arithmetic.
 """

@@ -63,7 +63,7 @@ _R1_QWEN_32B = _dense("DeepSeek-R1-Distill-Qwen-32B", "qwen2",
 
 # DeepSeek-V3 and R1 share one architecture: 61 layers, the first 3 dense, then 256 routed
 # experts (8 used per token) plus 1 shared expert, and multi-head latent attention whose KV
-# cache holds a 512-wide latent plus a 64-wide RoPE key per token and layer. The multi-token
+# cache stores a 512-wide latent plus a 64-wide RoPE key per token and layer. The multi-token
 # prediction layer of the checkpoint (layer 61) is not counted: llama.cpp does not load it.
 _DEEPSEEK_V3 = Architecture(
     name="DeepSeek-V3", family="deepseek2", n_layer=61, n_embd=7168, n_head=128,

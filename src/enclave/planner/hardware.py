@@ -14,7 +14,7 @@ GB = 1000**3
 
 
 class Kind(StrEnum):
-    """How the accelerator holds the model: dedicated GPU memory, unified memory or RAM."""
+    """Memory the accelerator keeps the model in: dedicated GPU memory, unified memory or RAM."""
 
     GPU = "gpu"
     UNIFIED = "unified"

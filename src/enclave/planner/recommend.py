@@ -67,7 +67,7 @@ def _device_counts(accelerator: Accelerator, settings: PlannerSettings) -> list[
 
 
 def _kv_share(arch: Architecture, devices: int, tensor_split: bool) -> float:
-    """Return the share of the KV cache each device holds."""
+    """Return the share of the KV cache each device stores."""
     if devices == 1:
         return 1.0
     if not tensor_split:

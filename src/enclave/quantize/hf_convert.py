@@ -80,7 +80,7 @@ def _llama_metadata(config: dict[str, Any], name: str) -> list[tuple[str, Any, G
 def _check_llama(folder: HfFolder) -> None:
     config = folder.config
     if config.get("model_type") not in LLAMA_MODEL_TYPES:
-        raise QuantizeError(f"{folder.path} holds a {config.get('model_type')!r} model; Enclave "
+        raise QuantizeError(f"{folder.path} contains a {config.get('model_type')!r} model; Enclave "
                             "converts Llama-architecture models (llama, mistral) only.")
     if config.get("rope_scaling"):
         # NOTE: Llama 3.1 and YaRN RoPE scaling would need rope_freqs / rope.scaling.* keys.

@@ -29,7 +29,11 @@ class Machine:
 
 
 def _nvidia_gpus() -> tuple[list[Gpu], str]:
-    """Return the NVIDIA GPUs NVML reports, or none and the reason."""
+    """Return the NVIDIA GPUs NVML reports, or none and the reason.
+
+    NOTE: only the no-driver path has run in Enclave's tests; the NVML calls follow the
+    nvidia-ml-py API but have not met a real GPU here.
+    """
     try:
         import pynvml  # type: ignore[import-untyped]
     except ImportError:

@@ -75,8 +75,14 @@ class EngineSettings(Section):
         None, ge=64, description="KV-cache cells shared by all slots. Default: "
         "context_size x parallel.",
     )
-    kv_unified: bool = Field(True, description="One KV buffer for all slots, so slots can "
-                             "share a cached prompt prefix without copying.")
+    flash_attention: Literal["auto", "on", "off"] = Field(
+        "auto", description="llama.cpp's flash attention. auto: off when no layers are on a "
+        "GPU, so repeated requests give the same answer (docs/engine.md), and llama.cpp's "
+        "own choice when layers are offloaded.",
+    )
+    kv_unified: bool = Field(False, description="One KV buffer shared by all slots. Sharing "
+                             "a prefix is then free, but an answer depends on what other slots "
+                             "hold, so repeated requests can differ.")
     threads: int | None = Field(None, ge=1, description="CPU threads for decoding. Default: "
                                 "the number of CPU cores available to the process.")
     batch_size: int = Field(512, ge=16, description="Maximum tokens in one llama_decode call.")

@@ -201,9 +201,15 @@ def test_think_needs_thinking_model(client: ollama.Client) -> None:
     assert plain.message.thinking is None
 
 
-def test_tool_call_in_ollama_shape(client: ollama.Client) -> None:
-    response = client.chat(model=DEFAULT_MODEL, messages=ask("Call get_weather for Paris."),
-                           tools=[WEATHER_TOOL], options={"temperature": 0, "num_predict": 80})
+def test_tool_call_in_ollama_shape(server: ServerProcess, client: ollama.Client) -> None:
+    # The embedded model does not call tools on its own, so the call is forced with
+    # Enclave's tool_choice extension; the official client's types parse the answer.
+    raw = server.post("/api/chat", json={
+        "model": DEFAULT_MODEL, "messages": ask("Call get_weather for Paris."),
+        "tools": [WEATHER_TOOL], "tool_choice": "required", "stream": False,
+        "options": {"temperature": 0, "num_predict": 80}})
+    assert raw.status_code == 200, raw.text
+    response = ollama.ChatResponse.model_validate(raw.json())
     calls = response.message.tool_calls
     assert calls, response.message
     assert calls[0].function.name == "get_weather"

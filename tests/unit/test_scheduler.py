@@ -130,15 +130,26 @@ def test_scheduler_reuses_cached_prefix(harness: Harness) -> None:
     harness.assert_nothing_leaked(first, second)
 
 
-def test_scheduler_shares_prefix_across_slots(harness: Harness) -> None:
-    shared = "System: you answer questions about the bank's travel policy. " * 4
-    first = harness.submit("first", shared + "Can I fly business class?", max_tokens=30)
-    harness.scheduler._step()  # first is admitted and prefilling
-    second = harness.submit("second", shared + "Who books hotels?")
-    harness.run_until_idle()
-    assert first.cached_tokens == 0
-    assert second.cached_tokens > 0  # copied from the other slot, not prefilled again
-    harness.assert_nothing_leaked(first, second)
+def test_scheduler_shares_prefix_across_slots(model: LlamaModel) -> None:
+    shared = "System: you answer questions about the bank's travel policy. " * 8
+    for unified in (False, True):
+        alone = Harness(model, kv_unified=unified)
+        alone.submit("second", shared + "Who books hotels?")
+        alone.run_until_idle()
+        alone.close()
+
+        harness = Harness(model, kv_unified=unified)
+        first = harness.submit("first", shared + "Can I fly business class?", max_tokens=60)
+        while first.in_prefill:
+            harness.scheduler._step()
+        # first is still decoding in its slot, so second goes to the other slot.
+        second = harness.submit("second", shared + "Who books hotels?")
+        harness.run_until_idle()
+        assert first.cached_tokens == 0
+        assert second.slot is None and second.cached_tokens >= 64
+        assert harness.text("second") == alone.text("second")
+        harness.assert_nothing_leaked(first, second)
+        harness.close()
 
 
 def test_scheduler_repeated_request_is_identical(harness: Harness) -> None:

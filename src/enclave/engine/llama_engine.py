@@ -31,6 +31,17 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def resolve_flash_attention(settings: EngineSettings) -> str:
+    """Return on, off or auto (llama.cpp decides) for the context.
+
+    On the CPU, flash attention's sums depend on how a prompt was split into batches, so the
+    same request could answer differently after part of its prompt came from the cache.
+    """
+    if settings.flash_attention != "auto":
+        return settings.flash_attention
+    return "off" if settings.gpu_layers == 0 else "auto"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
     """What the API reports about a loaded model."""
@@ -60,6 +71,7 @@ class LlamaEngine:
             parallel=settings.parallel,
             kv_cache_tokens=kv_tokens,
             kv_unified=settings.kv_unified,
+            flash_attention=resolve_flash_attention(settings),
             batch_size=settings.batch_size,
             prefill_chunk=settings.prefill_chunk,
             queue_size=settings.queue_size,

@@ -56,6 +56,12 @@ logger = logging.getLogger(__name__)
 
 Delivery = Callable[[list[tuple["Sequence", Event]]], None]
 
+_FLASH_ATTENTION = {
+    "auto": llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO,
+    "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED,
+    "off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+}
+
 
 class StepTracer(Protocol):
     """Receives the phases of each scheduler step, timed with ``time.perf_counter()``.
@@ -93,6 +99,7 @@ class SchedulerConfig:
     parallel: int = 8
     kv_cache_tokens: int = 32768
     kv_unified: bool = True
+    flash_attention: str = "auto"
     batch_size: int = 512
     prefill_chunk: int = 256
     queue_size: int = 64
@@ -171,6 +178,9 @@ class Scheduler:
         self._stopping = False
         self._failure: str | None = None
         self._free_slots = config.parallel
+        # Copying another slot's prefix pays off only beyond this many tokens when a whole
+        # buffer must be copied; with a unified cache sharing cells is free.
+        self._min_copy_gain = 1 if config.kv_unified else 32
         self._mean_request_s = 5.0
         # llama.cpp rounds the context size up, and splits it per sequence unless unified.
         self.kv_cells = int(llama_cpp.llama_n_ctx(self._context))
@@ -189,6 +199,7 @@ class Scheduler:
         params.n_threads = self.config.threads
         params.n_threads_batch = self.config.threads
         params.kv_unified = self.config.kv_unified
+        params.flash_attn_type = _FLASH_ATTENTION[self.config.flash_attention]
         params.no_perf = False
         context: llama_cpp.llama_context_p = llama_cpp.llama_init_from_model(
             self.model.pointer, params
@@ -396,16 +407,11 @@ class Scheduler:
         # At least the last prompt token must be decoded again to get logits for sampling.
         reuse = min(common_prefix_length(target.tokens, prompt), len(prompt) - 1)
 
-        if self.config.kv_unified:
-            donor, donor_length = self._longest_prefix_donor(prompt, exclude=target)
-            donor_length = min(donor_length, len(prompt) - 1)
-            if donor is not None and donor_length > reuse:
-                self._clear(target)
-                llama_cpp.llama_memory_seq_cp(
-                    self._memory, donor.seq_id, target.seq_id, 0, donor_length
-                )
-                target.tokens = donor.tokens[:donor_length]
-                reuse = donor_length
+        donor, donor_length = self._longest_prefix_donor(prompt, exclude=target)
+        donor_length = min(donor_length, len(prompt) - 1)
+        if donor is not None and donor_length >= reuse + self._min_copy_gain:
+            self._copy_prefix(donor, target, donor_length)
+            reuse = donor_length
 
         if not llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, reuse, -1):
             # Some architectures (recurrent, sliding-window) cannot drop part of a sequence.
@@ -422,6 +428,19 @@ class Scheduler:
             "Admitted into slot %d with %d of %d prompt tokens cached",
             target.seq_id, reuse, len(prompt), extra={"request_id": sequence.request_id},
         )
+
+    def _copy_prefix(self, donor: Slot, target: Slot, length: int) -> None:
+        """Give target the first ``length`` cached tokens of donor."""
+        self._clear(target)
+        if self.config.kv_unified:
+            # One buffer for all sequences: the cells are shared, nothing is copied.
+            llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, target.seq_id, 0, length)
+        else:
+            # Each sequence has its own buffer, and llama.cpp copies only whole buffers (at the
+            # next decode); the positions past the prefix are dropped again at once.
+            llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, target.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, length, -1)
+        target.tokens = donor.tokens[:length]
 
     def _longest_prefix_donor(self, prompt: list[int], exclude: Slot) -> tuple[Slot | None, int]:
         best: Slot | None = None

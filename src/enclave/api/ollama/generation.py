@@ -44,6 +44,7 @@ from enclave.output.plan import (
     OutputFormat,
     ReasoningSetting,
     model_thinks,
+    ToolChoice,
     plan_chat,
     plan_raw,
 )
@@ -133,6 +134,7 @@ async def chat(request: Request, body: ChatBody, state: AppState) -> Response:
     spec = ChatSpec(
         messages=protected.model_input,
         tools=[tool.model_dump(exclude_none=True) for tool in body.tools or []],
+        tool_choice=ToolChoice(body.tool_choice or "auto"),
         output_format=output_format(body.format),
         split_reasoning=think is not False,
         enable_thinking=think,

@@ -141,6 +141,9 @@ class GenerationBody(OllamaBody):
 class ChatBody(GenerationBody):
     messages: list[Message] = Field(default_factory=list)
     tools: list[Tool] | None = None
+    # Enclave extension (Ollama has no such field): "required" forces a tool call, as
+    # OpenAI's tool_choice does; small models rarely call a tool on their own.
+    tool_choice: Literal["none", "auto", "required"] | None = None
 
 
 class GenerateBody(GenerationBody):

@@ -43,8 +43,8 @@ from enclave.output.plan import (
     ChatSpec,
     OutputFormat,
     ReasoningSetting,
-    model_thinks,
     ToolChoice,
+    model_thinks,
     plan_chat,
     plan_raw,
 )

@@ -58,6 +58,16 @@ class ServerProcess:
             time.sleep(0.2)
         raise TimeoutError(f"enclave serve not ready after {timeout_s} s:\n{self.log()[-4000:]}")
 
+    def wait_idle(self, timeout_s: float = 30.0) -> None:
+        """Wait until no request is decoding or queued, so answers can be compared."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            models = self.get("/ready").json().get("models", {})
+            if all(m["slots_active"] == 0 and m["queue_depth"] == 0 for m in models.values()):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"server still busy after {timeout_s} s")
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -140,6 +140,7 @@ def test_deadline_setting_applies_without_header(tmp_path: Path) -> None:
 
 def test_temperature_zero_repeats_exactly(server: ServerProcess) -> None:
     """The documented guarantee: the same request, alone on the server, repeats exactly."""
+    server.wait_idle()
     body = {"model": DEFAULT_MODEL, "temperature": 0, "max_tokens": 40,
             "messages": [{"role": "user", "content": "Describe a lighthouse at night."}]}
     other = {"model": DEFAULT_MODEL, "temperature": 0, "max_tokens": 10,

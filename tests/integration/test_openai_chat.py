@@ -12,6 +12,12 @@ pytestmark = pytest.mark.slow
 CHINESE_PROMPT = "请用中文介绍一下北京的历史和文化，包括故宫和长城。"
 
 
+@pytest.fixture(autouse=True)
+def idle_server(server: ServerProcess) -> None:
+    # Answers are compared across requests; that is guaranteed only with nothing else running.
+    server.wait_idle()
+
+
 @pytest.fixture(scope="module")
 def client(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.base_url + "/v1", api_key="unused", max_retries=0)

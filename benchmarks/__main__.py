@@ -9,6 +9,7 @@ import time
 # Each module has main() -> None and writes benchmarks/results/<name>.{json,md}.
 BENCHMARKS = [
     "benchmarks.serving",
+    "benchmarks.serving_flash_on",
     "benchmarks.pii",
     "benchmarks.audit",
     "benchmarks.embeddings",

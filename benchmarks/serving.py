@@ -40,6 +40,8 @@ SYSTEM_PARAGRAPH = (
     "question falls outside the policies you were given. "
 )
 SYSTEM_REPEATS = 25
+CONTENT = '"content":"'
+EMPTY_CONTENT = '"content":""'
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -51,16 +53,24 @@ def percentile(values: list[float], fraction: float) -> float:
 # Raw llama.cpp, called directly.
 
 
-def raw_decode_rate(model: LlamaModel, sequences: int, tokens: int, threads: int) -> float:
+FLASH_ATTENTION = {"off": llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                   "on": llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED}
+
+
+def raw_decode_rate(model: LlamaModel, sequences: int, tokens: int, threads: int,
+                    flash_attention: str = "off") -> float:
     """Return tokens/s of greedy decoding ``sequences`` streams in one batch each step."""
+    # The context the server creates: 4,096 cells per sequence, one KV buffer per sequence,
+    # and the same flash attention setting (off by default on the CPU).
     params = llama_cpp.llama_context_default_params()
-    params.n_ctx = 4096
+    params.n_ctx = 4096 * sequences
     params.n_batch = 512
     params.n_ubatch = 512
-    params.n_seq_max = max(sequences, 1)
+    params.n_seq_max = sequences
     params.n_threads = threads
     params.n_threads_batch = threads
-    params.kv_unified = True
+    params.kv_unified = False
+    params.flash_attn_type = FLASH_ATTENTION[flash_attention]
     context = llama_cpp.llama_init_from_model(model.pointer, params)
     batch = llama_cpp.llama_batch_init(512, 0, 1)
     samplers = [_greedy_without_eog(model) for _ in range(sequences)]
@@ -112,10 +122,10 @@ def _greedy_without_eog(model: LlamaModel) -> Any:
     return SamplerChain(SamplingParams(temperature=0.0, logit_bias=bias), model.vocab)
 
 
-def high_level_rate(path: Path, tokens: int, threads: int) -> float:
+def high_level_rate(path: Path, tokens: int, threads: int, flash_attention: str) -> float:
     """Return tokens/s of llama-cpp-python's own Llama.create_completion, streamed."""
     llama = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-                            verbose=False)
+                            flash_attn=flash_attention == "on", verbose=False)
     try:
         eog = {str(token): -100.0 for token in range(llama.n_vocab())
                if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llama.model),
@@ -139,7 +149,7 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any])
     async with client.stream("POST", url, json=body) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
-            if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+            if line.startswith("data: {") and CONTENT in line and EMPTY_CONTENT not in line:
                 stamps.append(time.perf_counter())
     decode_s = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
     return {
@@ -211,28 +221,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=128, help="tokens generated per stream")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each server row")
     parser.add_argument("--threads", type=int, default=available_cpus())
+    parser.add_argument("--flash-attention", choices=["off", "on"], default="off",
+                        help="off is the server's default on the CPU (reproducible answers)")
     args = parser.parse_args(argv if argv is not None else [])
 
     path = default_chat_model()
     model = LlamaModel(path)
-    raw_1 = statistics.median(raw_decode_rate(model, 1, args.tokens, args.threads)
+    flash = args.flash_attention
+    raw_1 = statistics.median(raw_decode_rate(model, 1, args.tokens, args.threads, flash)
                               for _ in range(args.repeats))
-    raw_8 = statistics.median(raw_decode_rate(model, 8, args.tokens, args.threads)
+    raw_8 = statistics.median(raw_decode_rate(model, 8, args.tokens, args.threads, flash)
                               for _ in range(args.repeats))
-    high_level = high_level_rate(path, args.tokens, args.threads)
+    high_level = high_level_rate(path, args.tokens, args.threads, flash)
     eog_bias = {str(token): -100.0 for token in _eog_tokens(model)}
     prefix_tokens = system_prompt_tokens(model)
     model.close()
 
     with tempfile.TemporaryDirectory() as tmp, running_server(
         Path(tmp), "--parallel", "8",
-        env={"ENCLAVE_ENGINE__THREADS": str(args.threads), "ENCLAVE_SERVER__LOG_LEVEL": "warning"},
+        env={"ENCLAVE_ENGINE__THREADS": str(args.threads), "ENCLAVE_SERVER__LOG_LEVEL": "warning",
+             "ENCLAVE_ENGINE__FLASH_ATTENTION": flash},
     ) as server:
         served = asyncio.run(server_rows(server.base_url, args.tokens, eog_bias, args.repeats))
 
     results = {
         "model": DEFAULT_MODEL,
         "threads": args.threads,
+        "flash_attention": flash,
         "tokens_per_stream": args.tokens,
         "raw_batch1_tokens_per_s": raw_1,
         "raw_batch8_tokens_per_s": raw_8,
@@ -268,10 +283,12 @@ def main(argv: list[str] | None = None) -> None:
          f"{served['prefix_second_ttft_s'] * 1000:.0f} ms",
          f"{ratios['prefix_second_vs_first_ttft']:.0%} (target <= 25%)"],
     ]
-    markdown = (f"Serving benchmark: {DEFAULT_MODEL}, {args.threads} threads, "
-                f"{args.tokens} tokens per stream, greedy, median of {args.repeats}.\n\n"
+    markdown = (f"Serving benchmark: {DEFAULT_MODEL}, {args.threads} threads, flash attention "
+                f"{flash}, {args.tokens} tokens per stream, greedy, median of {args.repeats}."
+                "\n\n"
                 + markdown_table(["measure", "value", "against target"], rows))
-    path_md = write_results("serving", {"results": results, "ratios": ratios}, markdown)
+    name = "serving" if flash == "off" else f"serving-flash-{flash}"
+    path_md = write_results(name, {"results": results, "ratios": ratios}, markdown)
     print(markdown)
     print(f"written to {path_md}", file=sys.stderr)
 

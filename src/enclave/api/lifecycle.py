@@ -68,17 +68,22 @@ class RequestRecord:
     attributes: dict[str, Any] = field(default_factory=dict)
 
     def mark_output(self, text: str, tokens: int = 1) -> None:
-        """Note that text reached the client; records time to first token and gaps."""
+        """Note that text of ``tokens`` tokens reached the client.
+
+        Records the time to first token, and one inter-token gap per token: text that
+        arrives several tokens at once spreads the time since the last output over them.
+        """
         now = time.perf_counter()
-        if self.first_token_at is None:
+        first = self.first_token_at is None
+        if first:
             self.first_token_at = now
-        elif self.last_token_at is not None and tokens:
-            self.token_gaps_s.append(now - self.last_token_at)
-        if tokens:
+            tokens -= 1
+        if tokens > 0 and self.last_token_at is not None:
+            gap = (now - self.last_token_at) / tokens
+            self.token_gaps_s.extend([gap] * tokens)
+        if first or tokens > 0:
             self.last_token_at = now
         self.output_chars += len(text)
-        if self.output_parts is not None:
-            self.output_parts.append(text)
 
     @property
     def time_to_first_token_s(self) -> float | None:

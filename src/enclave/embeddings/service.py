@@ -19,7 +19,6 @@ import numpy.typing as npt
 from enclave.embeddings.llama_embedder import EmbedderInfo, LlamaEmbedder
 from enclave.embeddings.settings import EmbeddingsSettings
 from enclave.embeddings.source import EmbeddingModelSource, prepare_gguf, resolve_source
-from enclave.engine.llama_engine import available_cpus
 from enclave.errors import EnclaveError, EngineUnavailableError, InvalidRequestError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class EmbeddingService:
         path = prepare_gguf(self.source, self.cache_dir)
         embedder = LlamaEmbedder(
             path,
-            threads=self.settings.threads or available_cpus(),
+            threads=self.settings.threads or 1,
             batch_tokens=self.settings.batch_tokens,
         )
         self._embedder = embedder

@@ -22,8 +22,11 @@ class EmbeddingsSettings(Section):
         "400. Inputs longer than the model's sequence limit but within this maximum are "
         "truncated to the model's limit.",
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for the embedding model. "
-                                "Default: the number of CPU cores available to the process.")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads for the embedding model. Default 1: with more, "
+        "llama.cpp's OpenMP workers for embeddings and for the chat model together outnumber "
+        "the cores, and OpenMP then sleeps at every barrier, slowing chat decoding by about a "
+        "third on a 2-core machine (docs/embeddings.md).")
     batch_tokens: int = Field(
         512, ge=64, description="Maximum tokens encoded in one llama.cpp call, rounded up to a "
         "multiple of 64; several inputs share a call up to this size. The attention memory "

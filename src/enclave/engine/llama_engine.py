@@ -100,7 +100,11 @@ class LlamaEngine:
         )
         self.default_max_tokens = settings.default_max_tokens
         self.last_used = time.monotonic()
-        self.scheduler.start()
+        try:
+            self.scheduler.start()
+        except BaseException:
+            self.scheduler.stop()
+            raise
 
     @classmethod
     def load(cls, model_id: str, path: Path, settings: EngineSettings) -> LlamaEngine:

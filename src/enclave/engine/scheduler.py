@@ -188,7 +188,8 @@ class Scheduler:
         # Set by `enclave profile` to time each step; when None it costs one check per phase.
         self.tracer: StepTracer | None = None
         self._thread = threading.Thread(target=self._run, name="enclave-scheduler", daemon=True)
-        self._warm_up()
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
 
     def _create_context(self) -> llama_cpp.llama_context_p:
         params = llama_cpp.llama_context_default_params()
@@ -234,7 +235,18 @@ class Scheduler:
     # Public interface, called from any thread.
 
     def start(self) -> None:
+        """Start the scheduler thread and return once it has warmed up the context.
+
+        All decoding, the warm-up included, happens on that one thread. llama.cpp's OpenMP
+        build keeps a team of worker threads per thread that decodes; a second team in the
+        process makes OpenMP sleep at every barrier instead of spinning once the teams
+        together outnumber the cores, which cost about a third of decode speed here.
+        """
         self._thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self._thread.join(timeout=10)
+            raise self._start_error
 
     def submit(self, request: GenerationRequest, sink: Any) -> Sequence:
         """Queue a request; raise QueueFullError when no place is left."""
@@ -314,6 +326,13 @@ class Scheduler:
     # The scheduler thread.
 
     def _run(self) -> None:
+        try:
+            self._warm_up()
+        except BaseException as error:
+            self._start_error = error
+            return
+        finally:
+            self._started.set()
         try:
             while self._wait_for_work():
                 self._step()

@@ -10,13 +10,14 @@ banned through logit_bias so every answer has the same length:
 4. time to first token of a request that repeats a 1,000-token system prompt, against the
    first request that had to prefill it.
 
-The server runs as a subprocess (``enclave serve``); clients stream over loopback with httpx.
+The server runs as a subprocess (``enclave serve``); clients stream over loopback sockets.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -24,7 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import llama_cpp
 from tests.server import DEFAULT_MODEL, running_server
 
@@ -40,8 +40,8 @@ SYSTEM_PARAGRAPH = (
     "question falls outside the policies you were given. "
 )
 SYSTEM_REPEATS = 25
-CONTENT = '"content":"'
-EMPTY_CONTENT = '"content":""'
+CONTENT = b'"content":"'
+EMPTY_CONTENT = b'"content":""'
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -142,15 +142,30 @@ def high_level_rate(path: Path, tokens: int, threads: int, flash_attention: str)
 # The server, through HTTP.
 
 
-async def stream_once(client: httpx.AsyncClient, url: str, body: dict[str, Any]) -> dict[str, Any]:
-    """Stream one chat completion; return TTFT, decode rate and token count seen by the client."""
+async def stream_once(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Stream one chat completion; return TTFT, decode rate and tokens seen by the client.
+
+    A bare asyncio socket client rather than httpx: the client shares the machine's two
+    cores with the server, and it should take as little of them as it can. Each content
+    delta counts as one token (deltas carry one token each).
+    """
+    host, port = base_url.removeprefix("http://").split(":")
+    payload = json.dumps(body).encode()
+    request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\n"
+               f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+               "Connection: close\r\n\r\n").encode() + payload
     started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(request)
     stamps: list[float] = []
-    async with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if line.startswith("data: {") and CONTENT in line and EMPTY_CONTENT not in line:
-                stamps.append(time.perf_counter())
+    pending = b""
+    while chunk := await reader.read(65536):
+        now = time.perf_counter()
+        *events, pending = (pending + chunk).split(b"\n\n")
+        stamps.extend(now for event in events
+                      if CONTENT in event and EMPTY_CONTENT not in event)
+    writer.close()
+    await writer.wait_closed()
     decode_s = stamps[-1] - stamps[0] if len(stamps) > 1 else 0.0
     return {
         "ttft_s": stamps[0] - started if stamps else float("nan"),
@@ -171,33 +186,30 @@ def chat_body(content: str, tokens: int, eog_bias: dict[str, float],
 
 async def server_rows(base_url: str, tokens: int, eog_bias: dict[str, float],
                       repeats: int) -> dict[str, Any]:
-    url = base_url + "/v1/chat/completions"
-    async with httpx.AsyncClient(timeout=300) as client:
-        await stream_once(client, url, chat_body("Hello", 8, eog_bias))  # warm-up
+    await stream_once(base_url, chat_body("Hello", 8, eog_bias))  # warm-up
 
-        singles = [await stream_once(client, url, chat_body(f"{PROMPT} ({index})", tokens,
-                                                            eog_bias))
-                   for index in range(repeats)]
+    singles = [await stream_once(base_url, chat_body(f"{PROMPT} ({index})", tokens, eog_bias))
+               for index in range(repeats)]
 
-        concurrent = []
-        for round_index in range(repeats):
-            started = time.perf_counter()
-            results = await asyncio.gather(*[
-                stream_once(client, url, chat_body(f"{PROMPT} Variant {round_index}-{index}.",
-                                                   tokens, eog_bias))
-                for index in range(8)
-            ])
-            elapsed = max(r["last"] for r in results) - started
-            concurrent.append({
-                "aggregate_tokens_per_s": sum(r["tokens"] for r in results) / elapsed,
-                "ttfts": [r["ttft_s"] for r in results],
-            })
+    concurrent = []
+    for round_index in range(repeats):
+        started = time.perf_counter()
+        results = await asyncio.gather(*[
+            stream_once(base_url, chat_body(f"{PROMPT} Variant {round_index}-{index}.", tokens,
+                                            eog_bias))
+            for index in range(8)
+        ])
+        elapsed = max(r["last"] for r in results) - started
+        concurrent.append({
+            "aggregate_tokens_per_s": sum(r["tokens"] for r in results) / elapsed,
+            "ttfts": [r["ttft_s"] for r in results],
+        })
 
-        system = SYSTEM_PARAGRAPH * SYSTEM_REPEATS  # about 1,000 tokens
-        prefix_first = await stream_once(client, url, chat_body("What is policy 4.2?", 4,
-                                                                eog_bias, system))
-        prefix_second = await stream_once(client, url, chat_body("Who approves loans?", 4,
-                                                                 eog_bias, system))
+    system = SYSTEM_PARAGRAPH * SYSTEM_REPEATS  # about 1,000 tokens
+    prefix_first = await stream_once(base_url, chat_body("What is policy 4.2?", 4, eog_bias,
+                                                         system))
+    prefix_second = await stream_once(base_url, chat_body("Who approves loans?", 4, eog_bias,
+                                                          system))
     ttfts = [t for round_ in concurrent for t in round_["ttfts"]]
     return {
         "single_decode_tokens_per_s": statistics.median(s["decode_tokens_per_s"] for s in singles),
@@ -211,6 +223,15 @@ async def server_rows(base_url: str, tokens: int, eog_bias: dict[str, float],
     }
 
 
+def raw_rates(model: LlamaModel, args: argparse.Namespace, flash: str) -> tuple[float, float]:
+    """Return the median raw decode rates of batch 1 and batch 8."""
+    batch_1 = statistics.median(raw_decode_rate(model, 1, args.tokens, args.threads, flash)
+                                for _ in range(args.repeats))
+    batch_8 = statistics.median(raw_decode_rate(model, 8, args.tokens, args.threads, flash)
+                                for _ in range(args.repeats))
+    return batch_1, batch_8
+
+
 def system_prompt_tokens(model: LlamaModel) -> int:
     text = SYSTEM_PARAGRAPH * SYSTEM_REPEATS
     return len(model.tokenize(text, add_special=False, parse_special=False))
@@ -218,7 +239,7 @@ def system_prompt_tokens(model: LlamaModel) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tokens", type=int, default=128, help="tokens generated per stream")
+    parser.add_argument("--tokens", type=int, default=256, help="tokens generated per stream")
     parser.add_argument("--repeats", type=int, default=3, help="repetitions of each server row")
     parser.add_argument("--threads", type=int, default=available_cpus())
     parser.add_argument("--flash-attention", choices=["off", "on"], default="off",
@@ -228,14 +249,12 @@ def main(argv: list[str] | None = None) -> None:
     path = default_chat_model()
     model = LlamaModel(path)
     flash = args.flash_attention
-    raw_1 = statistics.median(raw_decode_rate(model, 1, args.tokens, args.threads, flash)
-                              for _ in range(args.repeats))
-    raw_8 = statistics.median(raw_decode_rate(model, 8, args.tokens, args.threads, flash)
-                              for _ in range(args.repeats))
+    # Raw rates are measured before and after the server rows and averaged, so a slower or
+    # faster phase of this shared machine does not land on one side of the comparison only.
+    before = raw_rates(model, args, flash)
     high_level = high_level_rate(path, args.tokens, args.threads, flash)
     eog_bias = {str(token): -100.0 for token in _eog_tokens(model)}
     prefix_tokens = system_prompt_tokens(model)
-    model.close()
 
     with tempfile.TemporaryDirectory() as tmp, running_server(
         Path(tmp), "--parallel", "8",
@@ -243,6 +262,11 @@ def main(argv: list[str] | None = None) -> None:
              "ENCLAVE_ENGINE__FLASH_ATTENTION": flash},
     ) as server:
         served = asyncio.run(server_rows(server.base_url, args.tokens, eog_bias, args.repeats))
+
+    after = raw_rates(model, args, flash)
+    model.close()
+    raw_1 = (before[0] + after[0]) / 2
+    raw_8 = (before[1] + after[1]) / 2
 
     results = {
         "model": DEFAULT_MODEL,

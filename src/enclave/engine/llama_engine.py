@@ -44,7 +44,7 @@ def resolve_flash_attention(settings: EngineSettings) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What the API reports about a loaded model."""
+    """A loaded model, as the API reports it."""
 
     id: str
     path: Path
@@ -161,8 +161,8 @@ class LlamaEngine:
     def _deliver(self, events: list[tuple[Sequence, Event]]) -> None:
         # Called on the scheduler thread, which must get back to llama_decode quickly. Waking
         # an event loop is a syscall that releases the GIL, and the woken loop would then hold
-        # the GIL while the scheduler waits for it; the courier thread takes that wait instead,
-        # while the scheduler is inside llama_decode.
+        # the GIL while the scheduler waits for it. The courier thread takes that wait
+        # instead, while the scheduler is inside llama_decode.
         self._outbox.put(events)
 
     def _forward_events(self) -> None:

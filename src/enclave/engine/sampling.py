@@ -15,7 +15,7 @@ from enclave.errors import InvalidRequestError
 
 @dataclass(frozen=True, slots=True)
 class SamplingParams:
-    """How the next token is chosen, per request. Temperature 0 means greedy decoding."""
+    """Sampling settings of one request; temperature 0 means greedy decoding."""
 
     temperature: float = 1.0
     top_p: float = 1.0

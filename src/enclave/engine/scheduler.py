@@ -146,7 +146,7 @@ class Slot:
 
 @dataclass(slots=True)
 class _Added:
-    """What one sequence put into the current batch, to undo it if the decode fails."""
+    """A sequence's part of the current batch, kept to undo it if the decode fails."""
 
     sequence: Sequence
     tokens: int
@@ -179,7 +179,7 @@ class Scheduler:
         self._failure: str | None = None
         self._free_slots = config.parallel
         # Copying another slot's prefix pays off only beyond this many tokens when a whole
-        # buffer must be copied; with a unified cache sharing cells is free.
+        # buffer must be copied. With a unified cache, sharing cells is free.
         self._min_copy_gain = 1 if config.kv_unified else 32
         self._mean_request_s = 5.0
         # llama.cpp rounds the context size up, and splits it per sequence unless unified.
@@ -238,9 +238,9 @@ class Scheduler:
         """Start the scheduler thread and return once it has warmed up the context.
 
         All decoding, the warm-up included, happens on that one thread. llama.cpp's OpenMP
-        build keeps a team of worker threads per thread that decodes; a second team in the
-        process makes OpenMP sleep at every barrier instead of spinning once the teams
-        together outnumber the cores, which cost about a third of decode speed here.
+        build keeps a team of worker threads for each thread that decodes. Once the teams
+        together outnumber the cores, OpenMP sleeps at every barrier instead of spinning,
+        which cost about a third of decode speed on a 2-core machine.
         """
         self._thread.start()
         self._started.wait()
@@ -456,7 +456,7 @@ class Scheduler:
             llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, target.seq_id, 0, length)
         else:
             # Each sequence has its own buffer, and llama.cpp copies only whole buffers (at the
-            # next decode); the positions past the prefix are dropped again at once.
+            # next decode). The positions past the prefix are dropped again at once.
             llama_cpp.llama_memory_seq_cp(self._memory, donor.seq_id, target.seq_id, -1, -1)
             llama_cpp.llama_memory_seq_rm(self._memory, target.seq_id, length, -1)
         target.tokens = donor.tokens[:length]

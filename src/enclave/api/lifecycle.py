@@ -84,6 +84,8 @@ class RequestRecord:
         if first or tokens > 0:
             self.last_token_at = now
         self.output_chars += len(text)
+        if self.output_parts is not None:
+            self.output_parts.append(text)
 
     @property
     def time_to_first_token_s(self) -> float | None:

@@ -152,3 +152,12 @@ def test_completions_plain_and_streamed(client: openai.OpenAI) -> None:
     assert "".join(chunk.choices[0].text for chunk in streamed if chunk.choices) == (
         whole.choices[0].text
     )
+
+
+def test_penalties_are_applied(client: openai.OpenAI) -> None:
+    # Greedy decoding repeats "1. 1\n2. 2..."; penalties on repeated tokens must change that.
+    plain = chat(client, "Count from 1 to 20.", temperature=0, max_tokens=30)
+    penalised = chat(client, "Count from 1 to 20.", temperature=0, max_tokens=30,
+                     presence_penalty=1.5, frequency_penalty=1.5)
+    assert penalised.choices[0].message.content
+    assert penalised.choices[0].message.content != plain.choices[0].message.content

@@ -241,3 +241,23 @@ def test_scheduler_failure_rejects_new_requests(harness: Harness) -> None:
         harness.submit("late", "Hello.")
     assert caught.value.status_code == 503
     assert caught.value.retry_after_s
+
+
+def test_scheduler_survives_a_failing_sampler(harness: Harness,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    import enclave.engine.scheduler as scheduler_module
+
+    def broken(*_: object) -> None:
+        raise TypeError("simulated binding mismatch")
+
+    monkeypatch.setattr(scheduler_module, "SamplerChain", broken)
+    failed = harness.submit("broken", "Hello.")
+    harness.scheduler._step()
+    finished = harness.finished("broken")
+    assert finished.reason == "error"
+    assert finished.error is not None and finished.error.status_code == 500
+    monkeypatch.undo()
+    healthy = harness.submit("healthy", "Hello.", max_tokens=3)
+    harness.run_until_idle()
+    assert harness.finished("healthy").reason == "length"
+    harness.assert_nothing_leaked(failed, healthy)

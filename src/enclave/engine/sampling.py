@@ -84,6 +84,7 @@ class SamplerChain:
         if penalised:
             self._add(
                 llama_cpp.llama_sampler_init_penalties(
+                    llama_cpp.llama_vocab_n_tokens(vocab),
                     params.repeat_last_n,
                     params.repeat_penalty,
                     params.frequency_penalty,

@@ -153,6 +153,17 @@ class _Added:
     was_pending: int | None
 
 
+class SamplerError(RequestError):
+    """A sampler chain could not be built for reasons the request did not cause."""
+
+    status_code = 500
+    error_type = "server_error"
+
+    def __init__(self) -> None:
+        super().__init__("The server could not set up sampling for this request; the server "
+                         "log has the details.", code="sampler_failed")
+
+
 def common_prefix_length(left: list[int], right: list[int]) -> int:
     """Return how many leading tokens two lists share."""
     limit = min(len(left), len(right))
@@ -408,12 +419,18 @@ class Scheduler:
                 self._free_slots -= 1
             try:
                 sequence.sampler = SamplerChain(sequence.request.params, self.model.vocab)
-            except RequestError as error:
+            except Exception as error:
+                # One request's sampler must not take the engine down with it.
+                if not isinstance(error, RequestError):
+                    logger.exception("Could not build the sampler chain",
+                                     extra={"request_id": sequence.request_id})
+                    error = SamplerError()
                 with self._condition:
                     self._free_slots += 1
                 self._fail(sequence, error, events)
                 continue
-            self._place(sequence, now)
+            # A fresh reading: the request may have arrived after this step began.
+            self._place(sequence, time.monotonic())
 
     def _place(self, sequence: Sequence, now: float) -> None:
         """Put a sequence into the free slot that needs the least prefill."""

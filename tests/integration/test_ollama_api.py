@@ -258,3 +258,12 @@ def test_invalid_json_uses_ollama_shape(server: ServerProcess) -> None:
     response = server.post("/api/chat", content=b"{nope",
                            headers={"content-type": "application/json"})
     assert_ollama_error(response, 400, "not valid JSON")
+
+
+def test_pull_is_refused_with_reason(client: ollama.Client, server: ServerProcess) -> None:
+    with pytest.raises(ollama.ResponseError) as caught:
+        client.pull("llama3")
+    assert caught.value.status_code == 403
+    assert "engine.models_dir" in caught.value.error
+    deleted = httpx.request("DELETE", server.base_url + "/api/delete", json={"model": "x"})
+    assert_ollama_error(deleted, 403, "never downloads or changes models")

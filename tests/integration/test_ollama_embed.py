@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -67,3 +70,27 @@ def test_embed_rejects_chat_model_and_bad_input(server: ServerProcess) -> None:
     legacy_empty = server.post("/api/embeddings", json={"model": EMBEDDING_MODEL})
     assert legacy_empty.status_code == 400
     assert "prompt" in legacy_empty.json()["error"]
+
+
+def test_embed_audit_counts_tokens(server: ServerProcess) -> None:
+    request_ids = ["embed-audit", "embeddings-audit"]
+    embedded = server.post("/api/embed", headers={"X-Request-Id": request_ids[0]},
+                           json={"model": EMBEDDING_MODEL, "input": ["one two", "three"]})
+    legacy = server.post("/api/embeddings", headers={"X-Request-Id": request_ids[1]},
+                         json={"model": EMBEDDING_MODEL, "prompt": "one two"})
+    assert embedded.status_code == 200, embedded.text
+    assert legacy.status_code == 200, legacy.text
+
+    audit_db = server.log_path.parent / "data" / "audit" / "audit.db"
+    closed = {}
+    deadline = time.monotonic() + 10
+    while len(closed) < 2 and time.monotonic() < deadline:
+        with sqlite3.connect(audit_db) as connection:
+            for (text,) in connection.execute("SELECT record FROM audit_records"):
+                record = json.loads(text)
+                if record["kind"] == "close" and record["request_id"] in request_ids:
+                    closed[record["request_id"]] = record
+        time.sleep(0.05)
+
+    assert closed["embed-audit"]["prompt_tokens"] == embedded.json()["prompt_eval_count"]
+    assert closed["embeddings-audit"]["prompt_tokens"] > 0

@@ -14,10 +14,9 @@ from starlette.requests import Request
 
 from enclave.api.lifecycle import accept, record_of
 from enclave.api.ollama.protocol import EmbedBody, EmbeddingsBody
-from enclave.api.openai.embeddings import check_model, embedding_service
+from enclave.api.openai.embeddings import check_dimensions, check_model, embedding_service
 from enclave.api.state import AppState
-from enclave.embeddings.service import EmbeddingService
-from enclave.errors import InvalidRequestError, UnsupportedParameterError
+from enclave.errors import InvalidRequestError
 
 
 def embed_inputs(value: Any) -> list[str]:
@@ -33,19 +32,6 @@ def embed_inputs(value: Any) -> list[str]:
     return items
 
 
-async def _check_dimensions(service: EmbeddingService, requested: int | None) -> None:
-    if requested is None:
-        return
-    dimensions = (await service.model_info()).dimensions
-    if requested != dimensions:
-        raise UnsupportedParameterError(
-            "dimensions",
-            f"dimensions = {requested} is not supported: {service.model_id} returns vectors "
-            f"of {dimensions} dimensions and cannot shorten them. Omit dimensions or send "
-            f"{dimensions}.",
-        )
-
-
 async def embed(request: Request, body: EmbedBody, state: AppState) -> dict[str, Any]:
     started = time.perf_counter()
     body.log_ignored_fields("Ollama embed request")
@@ -53,11 +39,12 @@ async def embed(request: Request, body: EmbedBody, state: AppState) -> dict[str,
     check_model(state, body.model, (service.model_id,))
     texts = embed_inputs(body.input)
     service.check_count(len(texts))
-    await _check_dimensions(service, body.dimensions)
+    await check_dimensions(service, body.dimensions)
     logged = state.privacy.protect_embedding_inputs(record_of(request), texts)
-    await accept(request, model=body.model, input_text="\n".join(logged))
+    record = await accept(request, model=body.model, input_text="\n".join(logged))
 
     result = await service.embed(texts, truncate=body.truncate)
+    record.prompt_tokens = result.prompt_tokens
     return {
         "model": body.model,
         "embeddings": result.vectors,
@@ -74,7 +61,8 @@ async def embeddings(request: Request, body: EmbeddingsBody, state: AppState) ->
     if not body.prompt:
         raise InvalidRequestError("'prompt' must be a non-empty string.", param="prompt")
     logged = state.privacy.protect_embedding_inputs(record_of(request), [body.prompt])
-    await accept(request, model=body.model, input_text=logged[0])
+    record = await accept(request, model=body.model, input_text=logged[0])
 
     result = await service.embed([body.prompt])
+    record.prompt_tokens = result.prompt_tokens
     return {"embedding": result.vectors[0]}

@@ -25,6 +25,7 @@ DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 40
 DEFAULT_TOP_P = 0.9
 DEFAULT_REPEAT_LAST_N = 64
+DEFAULT_REPEAT_PENALTY = 1.1
 
 # Options Ollama uses to place or size the model; Enclave sets these per server.
 _SERVER_OPTIONS = frozenset({
@@ -238,8 +239,10 @@ def generation_options(options: dict[str, Any] | None, context_size: int) -> Gen
         min_p=_number(values, "min_p", 0.0, minimum=0.0, maximum=1.0),
         presence_penalty=_number(values, "presence_penalty", 0.0),
         frequency_penalty=_number(values, "frequency_penalty", 0.0),
-        # 0 switches the penalty off, as 1.0 does.
-        repeat_penalty=_number(values, "repeat_penalty", 1.0, minimum=0.0) or 1.0,
+        # Ollama's default is 1.1 (DefaultOptions in its api/types.go); 0 switches the
+        # penalty off, as 1.0 does.
+        repeat_penalty=_number(values, "repeat_penalty", DEFAULT_REPEAT_PENALTY,
+                               minimum=0.0) or 1.0,
         repeat_last_n=DEFAULT_REPEAT_LAST_N if repeat_last_n is None else repeat_last_n,
         seed=_integer(values, "seed"),
     )

@@ -20,6 +20,7 @@ from enclave.api.ollama.protocol import (
     ShowBody,
 )
 from enclave.api.state import AppState, StateDep
+from enclave.errors import PermissionDeniedError
 from enclave.models.registry import ModelEntry
 
 router = APIRouter()
@@ -109,3 +110,30 @@ async def embeddings(request: Request, state: StateDep) -> dict[str, Any]:
     body = await parse_body(request, EmbeddingsBody)
     body.model = body.model.removesuffix(_DEFAULT_TAG)
     return await embed_service.embeddings(request, body, state)
+
+
+# Ollama's routes that download, upload, create or delete models. Enclave never fetches or
+# writes model files over the API: an operator copies GGUF files into engine.models_dir,
+# which is listed again on every lookup.
+_MODEL_MANAGEMENT_ROUTES = (
+    ("POST", "/api/pull"),
+    ("POST", "/api/push"),
+    ("POST", "/api/create"),
+    ("POST", "/api/copy"),
+    ("DELETE", "/api/delete"),
+    ("HEAD", "/api/blobs/{digest}"),
+    ("POST", "/api/blobs/{digest}"),
+)
+
+
+async def model_management(request: Request) -> None:
+    raise PermissionDeniedError(
+        f"{request.method} {request.url.path} is not available: Enclave never downloads or "
+        "changes models over the API. Copy a GGUF file into the folder set by "
+        "engine.models_dir on the server; it is listed at once.",
+        code="model_management_disabled",
+    )
+
+
+for _method, _path in _MODEL_MANAGEMENT_ROUTES:
+    router.add_api_route(_path, model_management, methods=[_method], include_in_schema=False)

@@ -133,6 +133,20 @@ def encode_vector(vector: npt.NDArray[np.float32], encoding_format: str) -> list
     return values
 
 
+async def check_dimensions(service: EmbeddingService, requested: int | None) -> None:
+    """Raise a 400 error unless ``requested`` is absent or the model's own dimensions."""
+    if requested is None:
+        return
+    dimensions = (await service.model_info()).dimensions
+    if requested != dimensions:
+        raise UnsupportedParameterError(
+            "dimensions",
+            f"dimensions = {requested} is not supported: {service.model_id} returns vectors "
+            f"of {dimensions} dimensions and cannot shorten them. Omit dimensions or send "
+            f"{dimensions}.",
+        )
+
+
 @router.post("/embeddings")
 async def create_embeddings(request: Request, state: StateDep) -> JSONResponse:
     body = await parse_body(request, EmbeddingRequest)
@@ -141,15 +155,7 @@ async def create_embeddings(request: Request, state: StateDep) -> JSONResponse:
     check_model(state, body.model, (service.model_id,))
     texts = input_texts(body.input)
     service.check_count(len(texts))
-
-    dimensions = (await service.model_info()).dimensions
-    if body.dimensions is not None and body.dimensions != dimensions:
-        raise UnsupportedParameterError(
-            "dimensions",
-            f"dimensions = {body.dimensions} is not supported: {service.model_id} returns "
-            f"vectors of {dimensions} dimensions and cannot shorten them. Omit dimensions "
-            f"or send {dimensions}.",
-        )
+    await check_dimensions(service, body.dimensions)
 
     logged = state.privacy.protect_embedding_inputs(record_of(request), texts)
     record = await accept(request, model=service.model_id, input_text="\n".join(logged))

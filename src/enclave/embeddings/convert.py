@@ -101,8 +101,13 @@ def wordpiece_to_gguf(token: str) -> str:
 
 def convert_folder(folder: SentenceBertFolder, output: Path, weight_type: WeightType) -> int:
     """Write the GGUF file of a checked folder atomically; return the number of tensors."""
-    output.parent.mkdir(parents=True, exist_ok=True)
+    # The cache lives under the data directory, whose contents are private (0700/0600).
+    output.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for folder_path in (output.parent, output.parent.parent):
+        if folder_path.name in ("embeddings", "cache"):
+            folder_path.chmod(0o700)
     partial = output.with_name(f"{output.name}.{os.getpid()}.partial")
+    partial.touch(mode=0o600)
     writer = GGUFWriter(partial, ARCHITECTURE)
     try:
         _add_hyperparameters(writer, folder)

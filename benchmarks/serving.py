@@ -22,6 +22,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from tests.server import DEFAULT_MODEL, running_server
 
 from benchmarks.common import markdown_table, write_results
 from enclave.engine.llama_engine import available_cpus
-from enclave.engine.llama_model import LlamaModel
+from enclave.engine.llama_model import LlamaModel, repack_by_default
 from enclave.models.embedded import default_chat_model
 
 PROMPT = "Write a detailed essay about the history of the printing press in Europe."
@@ -122,10 +124,30 @@ def _greedy_without_eog(model: LlamaModel) -> Any:
     return SamplerChain(SamplingParams(temperature=0.0, logit_bias=bias), model.vocab)
 
 
+@contextmanager
+def engine_repacking() -> Iterator[None]:
+    """Make Llama() repack weights as Enclave's engine does; Llama() has no such option."""
+    default_params = llama_cpp.llama_model_default_params
+    repack = repack_by_default()
+
+    def params() -> Any:
+        values = default_params()
+        values.use_extra_bufts = repack
+        return values
+
+    llama_cpp.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        llama_cpp.llama_model_default_params = default_params
+
+
 def high_level_rate(path: Path, tokens: int, threads: int, flash_attention: str) -> float:
     """Return tokens/s of llama-cpp-python's own Llama.create_completion, streamed."""
-    llama = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads, n_threads_batch=threads,
-                            flash_attn=flash_attention == "on", verbose=False)
+    with engine_repacking():
+        llama = llama_cpp.Llama(str(path), n_ctx=4096, n_threads=threads,
+                                n_threads_batch=threads, flash_attn=flash_attention == "on",
+                                verbose=False)
     try:
         eog = {str(token): -100.0 for token in range(llama.n_vocab())
                if llama_cpp.llama_vocab_is_eog(llama_cpp.llama_model_get_vocab(llama.model),

@@ -80,6 +80,11 @@ class EngineSettings(Section):
         "GPU, so repeated requests give the same answer (docs/engine.md), and llama.cpp's "
         "own choice when layers are offloaded.",
     )
+    repack_weights: Literal["auto", "on", "off"] = Field(
+        "auto", description="Let llama.cpp repack weights into CPU-specific layouts "
+        "(AVX2/AVX-512 interleaving, Intel AMX tiles) for faster prompt processing. auto: "
+        "on, except with a llama.cpp build that has AMX kernels, which crashed in testing.",
+    )
     kv_unified: bool = Field(False, description="One KV buffer shared by all slots. Sharing "
                              "a prefix is then free, but an answer depends on what other slots "
                              "hold, so repeated requests can differ.")

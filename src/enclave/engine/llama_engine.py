@@ -110,7 +110,8 @@ class LlamaEngine:
     def load(cls, model_id: str, path: Path, settings: EngineSettings) -> LlamaEngine:
         """Load the model and start its scheduler; blocking, so call it off the event loop."""
         started = time.perf_counter()
-        model = LlamaModel(path, gpu_layers=settings.gpu_layers)
+        repack = {"auto": None, "on": True, "off": False}[settings.repack_weights]
+        model = LlamaModel(path, gpu_layers=settings.gpu_layers, repack=repack)
         try:
             template = select_template(
                 model.chat_template,

@@ -49,10 +49,33 @@ def init_backend() -> None:
         _backend_ready = True
 
 
+def amx_kernels_built() -> bool:
+    """Return True when this llama.cpp build multiplies quantized weights with Intel AMX."""
+    init_backend()
+    return b"AMX_INT8 = 1" in llama_cpp.llama_print_system_info()
+
+
+def repack_by_default() -> bool:
+    """Return whether weights are repacked into CPU-specific layouts when no setting says.
+
+    Repacking is llama.cpp's "extra buffer types": interleaved AVX2/AVX-512 layouts and,
+    where the build has them, Intel AMX tiles.
+    """
+    if not amx_kernels_built():
+        return True
+    # NOTE: llama.cpp's AMX kernels crashed (SIGSEGV in ggml_backend_amx_mul_mat) on every
+    # Q4_0, Q4_1, Q8_0 and Q4_K_M model tried, with llama-cpp-python 0.3.36 compiled with
+    # -march=native on a 2-core Xeon VM with AMX. F16 models, which AMX does not handle, ran.
+    logger.info("This llama.cpp build has Intel AMX kernels; weight repacking is off to "
+                "avoid them. Set engine.repack_weights = \"on\" to use them.")
+    return False
+
+
 class LlamaModel:
     """Weights and vocabulary of one GGUF file. Thread-safe for tokenization."""
 
-    def __init__(self, path: Path, *, gpu_layers: int = 0, vocab_only: bool = False) -> None:
+    def __init__(self, path: Path, *, gpu_layers: int = 0, vocab_only: bool = False,
+                 repack: bool | None = None) -> None:
         init_backend()
         if not path.is_file():
             raise ModelLoadError(f"Model file {path} not found. Pass an existing .gguf file.")
@@ -64,6 +87,8 @@ class LlamaModel:
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 10_000 if gpu_layers < 0 else gpu_layers
         params.vocab_only = vocab_only
+        if not vocab_only:
+            params.use_extra_bufts = repack_by_default() if repack is None else repack
         pointer = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
         if not pointer:
             raise ModelLoadError(f"llama.cpp could not load {path}; the file may be truncated "

@@ -11,13 +11,37 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def cpu_model() -> str:
+    """Return the CPU model name from /proc/cpuinfo, or the architecture where it is absent."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def llama_cpp_features() -> str:
+    """Return the CPU features this llama.cpp build uses, such as AVX2 and AMX_INT8."""
+    import llama_cpp
+
+    from enclave.engine.llama_model import init_backend
+
+    init_backend()
+    info = llama_cpp.llama_print_system_info().decode()
+    return " ".join(part.split("=")[0].split(":")[-1].strip() for part in info.split("|")
+                    if part.strip().endswith("= 1"))
+
+
 def machine() -> dict[str, Any]:
     """Return the facts about this machine that a reader needs to compare numbers."""
     import os
 
     return {
         "cpus": len(os.sched_getaffinity(0)),
-        "processor": platform.processor() or platform.machine(),
+        "processor": cpu_model(),
+        "llama_cpp_features": llama_cpp_features(),
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from enclave.access.settings import AccessSettings
 from enclave.audit.settings import AuditSettings
 from enclave.embeddings.settings import EmbeddingsSettings
 from enclave.errors import ConfigError
+from enclave.i18n import _
 from enclave.metrics.settings import MetricsSettings
 from enclave.ops.egress import EgressSettings
 from enclave.planner.settings import PlannerSettings
@@ -130,16 +132,18 @@ class EngineSettings(Section):
     @classmethod
     def _models_dir_exists(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_dir():
-            raise ValueError(f"folder {str(value)!r} does not exist; create it or fix the path")
+            raise ValueError(_("folder {folder!r} does not exist; create it or fix the path",
+                               folder=str(value)))
         return value
 
     @model_validator(mode="after")
     def _chunk_fits_batch(self) -> EngineSettings:
         if self.prefill_chunk > self.batch_size:
-            raise ValueError(
-                f"prefill_chunk ({self.prefill_chunk}) must not exceed batch_size "
-                f"({self.batch_size}); lower prefill_chunk or raise batch_size"
-            )
+            raise ValueError(_(
+                "prefill_chunk ({prefill_chunk}) must not exceed batch_size ({batch_size}); "
+                "lower prefill_chunk or raise batch_size", prefill_chunk=self.prefill_chunk,
+                batch_size=self.batch_size,
+            ))
         return self
 
     def total_kv_tokens(self) -> int:
@@ -194,22 +198,74 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError:
-        raise ConfigError(f"Settings file {path} not found. Create it or pass --config.") from None
+        raise ConfigError(_("Settings file {path} not found. Create it or pass --config.",
+                            path=path)) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"Settings file {path} is not valid TOML: {exc}.") from None
+        raise ConfigError(_("Settings file {path} is not valid TOML: {error}.", path=path,
+                            error=exc)) from None
 
 
 def _describe(error: ValidationError, source: str) -> str:
-    lines = [f"Invalid settings ({source}):"]
+    lines = [_("Invalid settings ({source}):", source=source)]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"])
         env_name = ENV_PREFIX + "__".join(str(part) for part in item["loc"]).upper()
-        value = item.get("input")
-        message = item["msg"].removeprefix("Value error, ")
-        if item["type"] == "extra_forbidden":
-            message = "unknown setting; check the spelling against docs/configuration.md"
-        lines.append(f"  {key} = {value!r}: {message} (file key {key} or {env_name})")
+        lines.append(_("  {key} = {value!r}: {message} (file key {key} or {env_name})",
+                       key=key, value=item.get("input"), message=_validation_message(item),
+                       env_name=env_name))
     return "\n".join(lines)
+
+
+def _describe_option(error: ValidationError, section: str) -> str:
+    """Describe an invalid command-line value, which is checked when it is assigned."""
+    lines = [_("Invalid command-line option:")]
+    for item in error.errors():
+        key = ".".join([section, *(str(part) for part in item["loc"])])
+        lines.append(_("  {key} = {value!r}: {message}", key=key, value=item.get("input"),
+                       message=_validation_message(item)))
+    return "\n".join(lines)
+
+
+def _validation_message(item: ErrorDetails) -> str:
+    """Return pydantic's message for one invalid value, translated for the common types.
+
+    The English templates repeat pydantic 2's own wording, except for the list of choices of
+    a Literal. A message raised by a validator is passed through as it is, so it is
+    translated only if the validator translated it.
+    """
+    kind = item["type"]
+    # pydantic prints a whole-number float bound such as 0.0 as 0.
+    context = {key: int(value) if isinstance(value, float) and value.is_integer() else value
+               for key, value in item.get("ctx", {}).items()}
+    if kind == "extra_forbidden":
+        return _("unknown setting; check the spelling against docs/configuration.md")
+    if kind == "literal_error":
+        # pydantic joins the last two choices with "or", so they are rejoined with commas to
+        # read the same in every language.
+        choices = str(context.get("expected", "")).replace(" or ", ", ")
+        return _("Input should be one of: {choices}", choices=choices)
+    # The templates stay unformatted here because each type has its own ctx keys.
+    templates = {
+        "greater_than": _("Input should be greater than {gt}"),
+        "greater_than_equal": _("Input should be greater than or equal to {ge}"),
+        "less_than": _("Input should be less than {lt}"),
+        "less_than_equal": _("Input should be less than or equal to {le}"),
+        "int_parsing": _("Input should be a valid integer, unable to parse string as an "
+                         "integer"),
+        "int_from_float": _("Input should be a valid integer, got a number with a fractional "
+                            "part"),
+        "float_parsing": _("Input should be a valid number, unable to parse string as a "
+                           "number"),
+        "bool_parsing": _("Input should be a valid boolean, unable to interpret input"),
+        "string_type": _("Input should be a valid string"),
+        "list_type": _("Input should be a valid list"),
+        "dict_type": _("Input should be a valid dictionary"),
+        "missing": _("Field required"),
+    }
+    template = templates.get(kind)
+    if template is None:
+        return item["msg"].removeprefix("Value error, ")
+    return template.format(**context)
 
 
 def config_path(explicit: Path | None) -> Path | None:
@@ -229,14 +285,17 @@ def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = N
     """
     file_path = config_path(path)
     data = _read_toml(file_path) if file_path else {}
-    source = f"file {file_path} and {ENV_PREFIX}* environment" if file_path else (
-        f"{ENV_PREFIX}* environment and defaults")
+    source = _("file {path} and {prefix}* environment", path=file_path, prefix=ENV_PREFIX) if (
+        file_path) else _("{prefix}* environment and defaults", prefix=ENV_PREFIX)
     try:
         settings = Settings(**data)
-        for section, values in (overrides or {}).items():
-            target = getattr(settings, section)
-            for key, value in values.items():
-                setattr(target, key, value)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+    for section, values in (overrides or {}).items():
+        target = getattr(settings, section)
+        for key, value in values.items():
+            try:
+                setattr(target, key, value)
+            except ValidationError as exc:
+                raise ConfigError(_describe_option(exc, section)) from None
     return settings

@@ -255,8 +255,12 @@ def test_missing_store_exits_with_status_2(tmp_path: Path) -> None:
 
 
 def test_chinese_catalogue_covers_messages() -> None:
-    catalogue = json.loads((Path(__file__).parents[2] / "src" / "enclave" / "i18n" / "locales"
-                            / "zh_CN" / "audit.json").read_text(encoding="utf-8"))
+    # Messages live in audit.json; --help texts of every command live in cli.json.
+    folder = Path(__file__).parents[2] / "src" / "enclave" / "i18n" / "locales" / "zh_CN"
+    catalogue = {
+        **json.loads((folder / "audit.json").read_text(encoding="utf-8")),
+        **json.loads((folder / "cli.json").read_text(encoding="utf-8")),
+    }
     sources = [Path(__file__).parents[2] / "src" / "enclave" / path for path in (
         "cli/audit.py", "audit/ropa.py", "audit/verify.py")]
 

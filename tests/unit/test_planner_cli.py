@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from enclave.cli.main import app
-from enclave.cli.plan import display_width, format_table
+from enclave.cli.table import display_width, format_table
 from enclave.i18n import set_locale
 
 

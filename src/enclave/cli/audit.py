@@ -39,22 +39,23 @@ from enclave.audit.verify import (
     latest_valid_checkpoint,
     verify_chain,
 )
+from enclave.cli.table import format_table
 from enclave.config import Settings, load_settings
 from enclave.i18n import _
 
 app = typer.Typer(
-    help="Verify, search, export and purge the tamper-evident audit trail.",
+    help=_("Verify, search, export and purge the tamper-evident audit trail."),
     no_args_is_help=True,
 )
 
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", metavar="PATH",
-    help="Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml.",
+    help=_("Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml."),
 )]
 SinceOption = Annotated[str | None, typer.Option(
-    metavar="TIME", help="Only records at or after this ISO 8601 time (UTC if no offset).")]
+    metavar="TIME", help=_("Only records at or after this ISO 8601 time (UTC if no offset)."))]
 UntilOption = Annotated[str | None, typer.Option(
-    metavar="TIME", help="Only records before this ISO 8601 time (UTC if no offset).")]
+    metavar="TIME", help=_("Only records before this ISO 8601 time (UTC if no offset)."))]
 
 
 class ExportFormat(StrEnum):
@@ -108,7 +109,8 @@ def _trusted(
     return trusted_keys(keys)
 
 
-@app.command("init")
+@app.command("init", help=_("Create the audit store and the checkpoint signing key (mode 0600) "
+                            "if missing."))
 def init(config: ConfigOption = None) -> None:
     """Create the audit store and the checkpoint signing key (mode 0600) if missing."""
     settings = load_settings(config)
@@ -124,7 +126,8 @@ def init(config: ConfigOption = None) -> None:
     typer.echo(_("Signing key: {path} (key id {key_id})", path=key_path, key_id=signer.key_id))
 
 
-@app.command("export-key")
+@app.command("export-key", help=_("Print the public key (PEM) that verifies the checkpoint "
+                                  "signatures."))
 def export_key(config: ConfigOption = None) -> None:
     """Print the public key (PEM) that verifies the checkpoint signatures."""
     typer.echo(_local_signer(load_settings(config)).public_key_pem(), nl=False)
@@ -166,20 +169,22 @@ def _report_json(report: VerifyReport) -> str:
     }, indent=2)
 
 
-@app.command("verify")
+@app.command("verify", help=_("Check the hash chain and the checkpoint signatures; exit "
+                              "status 1 if broken."))
 def verify(
     public_key: Annotated[list[Path] | None, typer.Option(
         "--public-key", metavar="PEM",
-        help="Public key that signed checkpoints; repeat for several replicas. The local "
-        "signing key is trusted too, except with --export.")] = None,
+        help=_("Public key that signed checkpoints; repeat for several replicas. The local "
+               "signing key is trusted too, except with --export."))] = None,
     export: Annotated[Path | None, typer.Option(
         "--export", metavar="FILE",
-        help="Verify a JSONL export instead of the store, with --public-key only.")] = None,
+        help=_("Verify a JSONL export instead of the store, with --public-key only."))] = None,
     since_checkpoint: Annotated[bool, typer.Option(
         "--since-checkpoint",
-        help="Start at the newest valid signed checkpoint instead of the genesis: faster, "
-        "but trusts the records before it.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        help=_("Start at the newest valid signed checkpoint instead of the genesis: faster, "
+               "but trusts the records before it."))] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=_("Print the report as JSON."))] = False,
     config: ConfigOption = None,
 ) -> None:
     """Check the hash chain and the checkpoint signatures; exit status 1 if broken."""
@@ -232,24 +237,21 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
         f"{row['prompt_tokens'] or 0}/{row['completion_tokens'] or 0}",
         "" if row["latency_ms"] is None else f"{row['latency_ms']:.1f}",
     ] for row in rows]
-    widths = [max(len(cell) for cell in column) for column in zip(headers, *lines, strict=False)]
-    for line in [headers, *lines]:
-        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True))
-                   .rstrip())
+    typer.echo(format_table(headers, lines))
 
 
-@app.command("search")
+@app.command("search", help=_("List requests, oldest first, with their outcome."))
 def search(
-    user: Annotated[str | None, typer.Option(help="Only requests of this user id.")] = None,
+    user: Annotated[str | None, typer.Option(help=_("Only requests of this user id."))] = None,
     since: SinceOption = None,
     until: UntilOption = None,
-    model: Annotated[str | None, typer.Option(help="Only requests for this model.")] = None,
+    model: Annotated[str | None, typer.Option(help=_("Only requests for this model."))] = None,
     status: Annotated[str | None, typer.Option(
-        help="Only requests with this HTTP status (200), error code (queue_full) or "
-        "'interrupted' (no close record).")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Maximum requests to print.")] = 100,
+        help=_("Only requests with this HTTP status (200), error code (queue_full) or "
+               "'interrupted' (no close record)."))] = None,
+    limit: Annotated[int, typer.Option(min=1, help=_("Maximum requests to print."))] = 100,
     output_format: Annotated[SearchFormat, typer.Option(
-        "--format", help="table for people, jsonl for tools.")] = SearchFormat.TABLE,
+        "--format", help=_("table for people, jsonl for tools."))] = SearchFormat.TABLE,
     config: ConfigOption = None,
 ) -> None:
     """List requests, oldest first, with their outcome."""
@@ -285,14 +287,14 @@ def _output(path: Path | None) -> Iterator[TextIO]:
         yield handle
 
 
-@app.command("export")
+@app.command("export", help=_("Export records for a regulator or a SIEM."))
 def export(
     output_format: Annotated[ExportFormat, typer.Option(
-        "--format", help="jsonl keeps the hashes and checkpoints, so the export can be "
-        "verified; csv has one flat line per record.")] = ExportFormat.JSONL,
+        "--format", help=_("jsonl keeps the hashes and checkpoints, so the export can be "
+                           "verified; csv has one flat line per record."))] = ExportFormat.JSONL,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o", metavar="PATH", help="File to write. Default: standard output.")]
-    = None,
+        "--output", "-o", metavar="PATH",
+        help=_("File to write. Default: standard output."))] = None,
     since: SinceOption = None,
     until: UntilOption = None,
     config: ConfigOption = None,
@@ -308,11 +310,12 @@ def export(
     typer.echo(_("Exported {count} records.", count=count), err=True)
 
 
-@app.command("purge")
+@app.command("purge", help=_("Remove the records older than audit.retention_months, whole "
+                             "segments at a time."))
 def purge(
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only print what would be "
-                                          "removed.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help=_("Only print what would be removed."))] = False,
+    yes: Annotated[bool, typer.Option("--yes", help=_("Do not ask for confirmation."))] = False,
     config: ConfigOption = None,
 ) -> None:
     """Remove the records older than audit.retention_months, whole segments at a time."""
@@ -339,10 +342,11 @@ def purge(
                  count=deleted, seq=plan.cut.seq))
 
 
-@app.command("ropa")
+@app.command("ropa", help=_("Print the record of processing activities (GDPR Art. 30) of the "
+                            "audit trail."))
 def ropa(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of "
-                                          "markdown.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=_("Print JSON instead of markdown."))] = False,
     config: ConfigOption = None,
 ) -> None:
     """Print the record of processing activities (GDPR Art. 30) of the audit trail."""

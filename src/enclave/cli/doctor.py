@@ -10,13 +10,16 @@ from typing import Annotated
 
 import typer
 
-from enclave.cli.keys import format_table
+from enclave.cli.table import format_table
 from enclave.config import load_settings
-from enclave.i18n import _
+from enclave.i18n import _, ngettext
 from enclave.ops import egress
 from enclave.ops.doctor import DoctorOptions, run_checks
 
 API_KEY_VARIABLE = "ENCLAVE_API_KEY"
+
+HELP = _("Check the address, API keys, egress guard, permissions, model checksums and "
+         "privacy.\n\nExits with status 1 if any check fails.")
 
 
 def _parse_probe(text: str) -> tuple[str, int]:
@@ -32,20 +35,21 @@ def _parse_probe(text: str) -> tuple[str, int]:
 def doctor(
     probe: Annotated[list[str] | None, typer.Option(
         "--probe", metavar="HOST:PORT",
-        help="Destination to try to reach, from this process and (with an admin key in "
-        "$ENCLAVE_API_KEY) from the running server; repeat for several. Default: none.",
+        help=_("Destination to try to reach, from this process and (with an admin key in "
+               "$ENCLAVE_API_KEY) from the running server; repeat for several. Default: none."),
     )] = None,
     server: Annotated[str | None, typer.Option(
-        metavar="URL", help="Running server to ask for its view of --probe destinations. "
-        "Default: the address in the settings.")] = None,
+        metavar="URL", help=_("Running server to ask for its view of --probe destinations. "
+                              "Default: the address in the settings (server.host and "
+                              "server.port)."))] = None,
     manifest: Annotated[Path | None, typer.Option(
-        metavar="PATH", help="sha256sum file with the expected model checksums. Default: "
-        "SHA256SUMS next to each model file.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a "
-                                          "table.")] = False,
+        metavar="PATH", help=_("sha256sum file with the expected model checksums. Default: "
+                               "SHA256SUMS next to each model file."))] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=_("Print JSON lines instead of a table."))] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="PATH",
-        help="Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml.",
+        help=_("Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml."),
     )] = None,
 ) -> None:
     """Check the address, API keys, egress guard, permissions, model checksums and privacy.
@@ -63,11 +67,17 @@ def doctor(
         for result in results:
             typer.echo(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
     else:
-        rows = [[result.check, result.status.upper(), result.detail] for result in results]
+        labels = {"pass": _("PASS"), "warn": _("WARN"), "fail": _("FAIL")}
+        # A detail quoting a driver error (libpq's spans two lines) stays on its table row.
+        rows = [[result.check, labels[result.status],
+                 " ".join(line.strip() for line in result.detail.splitlines())]
+                for result in results]
         typer.echo(format_table([_("CHECK"), _("STATUS"), _("DETAIL")], rows))
         counts = {status: sum(1 for result in results if result.status == status)
                   for status in ("pass", "warn", "fail")}
-        typer.echo(_("{passed} passed, {warned} warnings, {failed} failed",
-                     passed=counts["pass"], warned=counts["warn"], failed=counts["fail"]))
+        typer.echo(ngettext("{passed} passed, {warned} warning, {failed} failed",
+                            "{passed} passed, {warned} warnings, {failed} failed",
+                            counts["warn"], passed=counts["pass"], warned=counts["warn"],
+                            failed=counts["fail"]))
     if any(result.status == "fail" for result in results):
         raise typer.Exit(1)

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,17 +18,19 @@ import typer
 from enclave.access import manage
 from enclave.access.keys import KeyRecord, Role, display_prefix
 from enclave.access.store import KeyStore, open_key_store
+from enclave.cli.table import format_table
 from enclave.config import Settings, load_settings
 from enclave.i18n import _
 
-app = typer.Typer(help="Create, list, revoke and rotate API keys.", no_args_is_help=True)
+app = typer.Typer(help=_("Create, list, revoke and rotate API keys."), no_args_is_help=True)
 
 ConfigOption = Annotated[Path | None, typer.Option(
     "--config", "-c", metavar="PATH",
-    help="Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml.",
+    help=_("Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml."),
 )]
 PrefixArgument = Annotated[str, typer.Argument(
-    metavar="PREFIX", help="The key's prefix, e.g. sk-enc-3f9a1c0b7e21 (as `keys list` shows).",
+    metavar="PREFIX",
+    help=_("The key's prefix, e.g. sk-enc-3f9a1c0b7e21 (as `keys list` shows)."),
 )]
 
 
@@ -41,23 +42,6 @@ def _store(config: Path | None) -> Iterator[tuple[Settings, KeyStore]]:
         yield settings, store
     finally:
         store.close()
-
-
-def display_width(text: str) -> int:
-    """Return the columns a terminal gives ``text``: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(character) in "WF" else 1 for character in text)
-
-
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Render rows as aligned columns; the last column is not padded."""
-    widths = [max(display_width(str(row[index])) for row in [headers, *rows])
-              for index in range(len(headers))]
-    lines = []
-    for row in [headers, *rows]:
-        cells = [str(cell) + " " * (widths[index] - display_width(str(cell)))
-                 if index < len(row) - 1 else str(cell) for index, cell in enumerate(row)]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 def _describe(record: KeyRecord) -> str:
@@ -75,20 +59,23 @@ def _limit(value: int | None) -> str:
     return "-" if value is None else str(value)
 
 
-@app.command("create")
+@app.command("create", help=_("Create a key and print it once; the store keeps only its hash."))
 def create(
-    user: Annotated[str, typer.Option("--user", "-u", help="User id the key belongs to.")],
-    name: Annotated[str, typer.Option(help="Display name, e.g. the person or service.")] = "",
-    role: Annotated[str, typer.Option(help="user, or admin for the admin API.")] = "user",
+    user: Annotated[str, typer.Option(
+        "--user", "-u", help=_("User id the key belongs to."))],
+    name: Annotated[str, typer.Option(
+        help=_("Display name, e.g. the person or service."))] = "",
+    role: Annotated[str, typer.Option(help=_("user, or admin for the admin API."))] = "user",
     model: Annotated[list[str] | None, typer.Option(
-        "--model", "-m", help="Model id or glob the key may use; repeat for several. "
-        "Default: * (every model).")] = None,
+        "--model", "-m", help=_("Model id or glob the key may use; repeat for several. "
+                                "Default: * (every model)."))] = None,
     rpm: Annotated[int | None, typer.Option(
-        "--rpm", help="Requests per minute (default: no limit).")] = None,
+        "--rpm", help=_("Requests per minute (default: no limit)."))] = None,
     tpm: Annotated[int | None, typer.Option(
-        "--tpm", help="Prompt and completion tokens per minute (default: no limit).")] = None,
+        "--tpm", help=_("Prompt and completion tokens per minute (default: no limit)."))]
+    = None,
     expires_in_days: Annotated[float | None, typer.Option(
-        "--expires-in-days", help="Days until the key expires (default: never).")] = None,
+        "--expires-in-days", help=_("Days until the key expires (default: never)."))] = None,
     config: ConfigOption = None,
 ) -> None:
     """Create a key and print it once; the store keeps only its hash."""
@@ -111,10 +98,11 @@ def create(
     typer.echo(issued.key)
 
 
-@app.command("list")
+@app.command("list", help=_("List every key (never its secret), revoked and expired ones "
+                            "included."))
 def list_keys(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines instead of a "
-                                          "table.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=_("Print JSON lines instead of a table."))] = False,
     config: ConfigOption = None,
 ) -> None:
     """List every key (never its secret), revoked and expired ones included."""
@@ -141,7 +129,8 @@ def list_keys(
     typer.echo(format_table(headers, rows))
 
 
-@app.command("revoke")
+@app.command("revoke", help=_("Revoke a key; servers reject it within access.cache_ttl_s "
+                              "seconds."))
 def revoke(prefix: PrefixArgument, config: ConfigOption = None) -> None:
     """Revoke a key; servers reject it within access.cache_ttl_s seconds."""
     with _store(config) as (settings, store):
@@ -150,12 +139,13 @@ def revoke(prefix: PrefixArgument, config: ConfigOption = None) -> None:
                  key=_describe(record), seconds=settings.access.cache_ttl_s), err=True)
 
 
-@app.command("rotate")
+@app.command("rotate", help=_("Replace a key with a new one that has the same user, models "
+                              "and limits."))
 def rotate(
     prefix: PrefixArgument,
     grace_minutes: Annotated[float, typer.Option(
-        "--grace-minutes", help="Minutes the old key keeps working (default 0: revoked "
-        "at once).")] = 0.0,
+        "--grace-minutes", help=_("Minutes the old key keeps working (default 0: revoked "
+                                  "at once)."))] = 0.0,
     config: ConfigOption = None,
 ) -> None:
     """Replace a key with a new one that has the same user, models and limits."""

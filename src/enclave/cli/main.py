@@ -20,27 +20,37 @@ from enclave.cli import plan as plan_command
 from enclave.cli import profile as profile_command
 from enclave.cli import quantize as quantize_commands
 from enclave.errors import EnclaveError
-from enclave.i18n import _
+from enclave.i18n import _, current_locale
 from enclave.ops import egress
 
+# Help texts go through _() when the command modules are imported, before any --config file
+# is read, so --help follows the locale of the environment (LC_ALL, LC_MESSAGES, LANG) and
+# not the server.locale setting. Each command keeps its docstring for developers, but Typer
+# shows the help= text instead, because a docstring cannot be translated.
+#
+# Rich lays option help out in table cells that break lines only at spaces and crop a longer
+# word with "…", which cuts Chinese sentences short. Click's plain layout keeps every
+# character, so Chinese help uses it. The root's mode applies to every command group.
 app = typer.Typer(
     name="enclave",
-    help="Run language models on your own hardware behind OpenAI- and Ollama-compatible APIs.",
+    help=_("Run language models on your own hardware behind OpenAI- and Ollama-compatible "
+           "APIs."),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None if current_locale() == "zh_CN" else "rich",
 )
-app.command("serve")(serve.serve)
+app.command("serve", help=serve.HELP)(serve.serve)
 app.add_typer(config_command.app, name="config")
-app.command("redact")(redact.redact)
+app.command("redact", help=redact.HELP)(redact.redact)
 app.add_typer(audit.app, name="audit")
-app.command("plan")(plan_command.plan)
-app.command("quantize")(quantize_commands.quantize)
-app.command("convert")(quantize_commands.convert)
-app.command("eval-quant")(quantize_commands.eval_quant)
-app.command("profile")(profile_command.profile)
+app.command("plan", help=plan_command.HELP)(plan_command.plan)
+app.command("quantize", help=quantize_commands.QUANTIZE_HELP)(quantize_commands.quantize)
+app.command("convert", help=quantize_commands.CONVERT_HELP)(quantize_commands.convert)
+app.command("eval-quant", help=quantize_commands.EVAL_QUANT_HELP)(quantize_commands.eval_quant)
+app.command("profile", help=profile_command.HELP)(profile_command.profile)
 app.add_typer(keys_command.app, name="keys")
-app.command("doctor")(doctor_command.doctor)
+app.command("doctor", help=doctor_command.HELP)(doctor_command.doctor)
 
 
 @app.callback()
@@ -50,7 +60,7 @@ def guard_egress() -> None:
     egress.install_from_environment()
 
 
-@app.command("version")
+@app.command("version", help=_("Print the Enclave version."))
 def version() -> None:
     """Print the Enclave version."""
     typer.echo(__version__)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from enclave.cli.table import format_table
 from enclave.config import load_settings
 from enclave.i18n import _
 from enclave.planner.memory import Workload
@@ -17,6 +17,8 @@ from enclave.planner.service import Plan, build_plan, plan_to_dict
 
 MIB = 1024**2
 GIB = 1024**3
+
+HELP = _("Plan memory, hardware and decode speed for a model before buying or deploying.")
 
 
 class KvType(StrEnum):
@@ -31,38 +33,12 @@ def format_bytes(value: float) -> str:
     return f"{value / MIB:.1f} MiB"
 
 
-def display_width(text: str) -> int:
-    """Return the terminal columns ``text`` takes: two for wide (CJK) characters."""
-    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
-
-
-def format_table(headers: list[str], rows: list[list[str]], align: str = "") -> str:
-    """Render rows as plain-text columns.
-
-    ``align`` contains one letter per column, ``l`` or ``r``. Columns without a letter are
-    left-aligned.
-    """
-    widths = [max(display_width(str(cell)) for cell in column)
-              for column in zip(headers, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        parts = []
-        for index, (cell, width) in enumerate(zip(cells, widths, strict=True)):
-            padding = " " * (width - display_width(str(cell)))
-            right = align[index:index + 1] == "r"
-            parts.append(padding + str(cell) if right else str(cell) + padding)
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([line(headers), rule, *(line(row) for row in rows)])
-
-
 def _describe_model(plan: Plan) -> str:
     arch = plan.model.arch
     n_params = sum(tensor.n_elements for tensor in plan.model.tensors)
     lines = [
         _("Model: {name} ({params:.2f} B parameters; from {source})", name=arch.name,
-          params=n_params / 1e9, source=plan.model.location),
+          params=n_params / 1e9, source=_source_text(plan)),
         _("Architecture: {family}, {layers} layers, {heads} attention heads, {kv_heads} KV "
           "heads of size {head_dim}, embedding {embd}, feed-forward {ff}, vocabulary {vocab}, "
           "trained context {context}", family=arch.family, layers=arch.n_layer,
@@ -85,6 +61,16 @@ def _describe_model(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def _source_text(plan: Plan) -> str:
+    """Return where the architecture came from: a path, or the config.json of a catalogue entry."""
+    # Catalogue entries record their source as "config.json of <Hugging Face repository>".
+    prefix = "config.json of "
+    if plan.model.kind == "catalogue" and plan.model.location.startswith(prefix):
+        return _("config.json of {repository}",
+                 repository=plan.model.location.removeprefix(prefix))
+    return plan.model.location
+
+
 def _memory_table(plan: Plan) -> str:
     headers = [_("type"), _("bits/weight"), _("weights"), _("KV cache"), _("compute"),
                _("other"), _("total")]
@@ -101,7 +87,7 @@ def _memory_table(plan: Plan) -> str:
             format_bytes(memory.kv_cache), format_bytes(memory.compute),
             format_bytes(memory.output + memory.runtime), format_bytes(memory.total),
         ])
-    return format_table(headers, rows, "lrrrrrr")
+    return format_table(headers, rows, "lrrrrrr", rule=True)
 
 
 def _split_text(devices: int, split: str) -> str:
@@ -128,7 +114,7 @@ def _hardware_table(plan: Plan) -> str:
             devices += _(" ({nodes} nodes)", nodes=rec.nodes)
         rows.append([rec.accelerator.name, devices, used, str(rec.max_concurrency),
                      f"{rec.decode_tokens_s:.1f}", f"{rec.aggregate_tokens_s:.1f}"])
-    return format_table(headers, rows, "llrrrr")
+    return format_table(headers, rows, "llrrrr", rule=True)
 
 
 def _machine_text(plan: Plan) -> str:
@@ -145,7 +131,7 @@ def _machine_text(plan: Plan) -> str:
             lines.append(_("  This llama-cpp-python build cannot offload to a GPU; the plan "
                            "for this machine uses the CPU."))
     else:
-        lines.append(_("  No GPU found ({reason}).", reason=machine.gpu_note or _("none")))
+        lines.append(_("  No GPU found: {reason}.", reason=machine.gpu_note or _("none")))
     device = _("GPU memory") if verdict.device == "gpu" else _("RAM")
     if verdict.fits:
         lines.append(_("It can run {quant} with this workload: it needs {needed} of {available} "
@@ -182,25 +168,27 @@ def render_plan(plan: Plan) -> str:
 
 def plan(
     model: Annotated[str, typer.Argument(
-        help="GGUF file, Hugging Face model folder (with config.json) or a known model name "
-        "such as llama-3-8b or deepseek-v3.", show_default=False)],
+        help=_("GGUF file, Hugging Face model folder (with config.json) or a known model "
+               "name such as llama-3-8b or deepseek-v3."), show_default=False)],
     quant: Annotated[str | None, typer.Option(
-        "--quant", "-q", help="Quantization type to recommend hardware for (Q4_K_M, Q8_0, "
-        "F16, ...). Default: the file's own type, else Q4_K_M.")] = None,
+        "--quant", "-q", help=_("Quantization type to recommend hardware for (Q4_K_M, Q8_0, "
+                                "F16, ...). Default: the file's own type, else Q4_K_M."))]
+    = None,
     context: Annotated[int | None, typer.Option(
-        min=1, help="Tokens per sequence, prompt and answer together. Default: "
-        "engine.context_size.")] = None,
+        min=1, help=_("Tokens per sequence, prompt and answer together. Default: "
+                      "engine.context_size."))] = None,
     concurrency: Annotated[int | None, typer.Option(
-        min=1, help="Sequences decoded at the same time. Default: engine.parallel.")] = None,
+        min=1, help=_("Sequences decoded at the same time. Default: engine.parallel."))]
+    = None,
     kv_type: Annotated[KvType, typer.Option(
-        "--kv-type", help="Element type of the KV cache.")] = KvType.F16,
+        "--kv-type", help=_("Element type of the KV cache."))] = KvType.F16,
     batch_size: Annotated[int | None, typer.Option(
-        "--batch-size", min=1, help="Tokens per decode call (sizes the compute buffer). "
-        "Default: engine.batch_size.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+        "--batch-size", min=1, help=_("Tokens per decode call (sizes the compute buffer). "
+                                      "Default: engine.batch_size."))] = None,
+    as_json: Annotated[bool, typer.Option("--json", help=_("Print the plan as JSON."))] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="PATH",
-        help="Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml.")] = None,
+        help=_("Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml."))] = None,
 ) -> None:
     """Plan memory, hardware and decode speed for a model before buying or deploying."""
     settings = load_settings(config)

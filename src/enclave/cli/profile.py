@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import statistics
-import unicodedata
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from enclave.cli.table import pad
 from enclave.config import load_settings
 from enclave.i18n import _
 from enclave.logs import setup_logging
@@ -24,35 +24,39 @@ from enclave.ops.profile import (
 
 DEFAULT_TRACE = Path("enclave-profile.json")
 
+HELP = _("Run a short workload and print where the time goes, phase by phase.")
+
 
 def profile(
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="GGUF file or model id to profile (default: the configured "
-        "model). With --url: the model id to request (default: the first one the server "
-        "lists).")] = None,
+        "--model", "-m", help=_("GGUF file or model id to profile (default: the configured "
+                                "model). With --url: the model id to request (default: the "
+                                "first one the server lists)."))] = None,
     url: Annotated[str | None, typer.Option(
-        help="Base URL of a running Enclave server, e.g. http://127.0.0.1:8000. Without it "
-        "the model is loaded in this process.")] = None,
+        help=_("Base URL of a running Enclave server, e.g. http://127.0.0.1:8000. Without it "
+               "the model is loaded in this process."))] = None,
     api_key: Annotated[str | None, typer.Option(
-        "--api-key", envvar="ENCLAVE_API_KEY", help="API key sent with --url requests.",
+        "--api-key", envvar="ENCLAVE_API_KEY", help=_("API key sent with --url requests."),
     )] = None,
-    requests: Annotated[int, typer.Option(min=1, help="Requests to send.")] = 4,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 1,
+    requests: Annotated[int, typer.Option(min=1, help=_("Requests to send."))] = 4,
+    concurrency: Annotated[int, typer.Option(min=1, help=_("Requests in flight at once."))] = 1,
     max_tokens: Annotated[int, typer.Option(
-        "--max-tokens", min=1, help="Tokens to generate per request.")] = 64,
-    prompt: Annotated[str | None, typer.Option(help="User message of every request.")] = None,
+        "--max-tokens", min=1, help=_("Tokens to generate per request."))] = 64,
+    prompt: Annotated[str | None, typer.Option(
+        help=_("User message of every request."))] = None,
     parallel: Annotated[int | None, typer.Option(
-        min=1, help="Continuous batching slots (in process only; default engine.parallel).",
+        min=1, help=_("Continuous batching slots (in process only; default engine.parallel)."),
     )] = None,
     ignore_eos: Annotated[bool, typer.Option(
-        "--ignore-eos/--stop-at-eos", help="Ban end-of-generation tokens so every completion has "
-        "--max-tokens tokens (in process only).")] = True,
+        "--ignore-eos/--stop-at-eos", help=_("Ban end-of-generation tokens so every completion "
+                                             "has --max-tokens tokens (in process only)."))]
+    = True,
     trace: Annotated[Path, typer.Option(
-        help="Chrome trace JSON file to write; open it in chrome://tracing or Perfetto.",
+        help=_("Chrome trace JSON file to write; open it in chrome://tracing or Perfetto."),
     )] = DEFAULT_TRACE,
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Settings file (TOML). Default: $ENCLAVE_CONFIG or "
-        "./enclave.toml.")] = None,
+        "--config", "-c",
+        help=_("Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml."))] = None,
 ) -> None:
     """Run a short workload and print where the time goes, phase by phase."""
     workload = Workload(requests=requests, concurrency=concurrency, max_tokens=max_tokens,
@@ -93,18 +97,11 @@ def print_report(report: ProfileReport, workload: Workload, url: str | None) -> 
     _print_requests(report)
 
 
-def _pad(text: str, width: int, *, right: bool = False) -> str:
-    """Pad text to ``width`` terminal columns; CJK characters take two."""
-    columns = sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
-    padding = " " * max(0, width - columns)
-    return padding + text if right else text + padding
-
-
 def _print_phases(report: ProfileReport) -> None:
     shares = phase_shares(report)
-    typer.echo(_pad(_("Phase"), 24) + _pad(_("Total ms"), 12, right=True)
-               + _pad(_("Share"), 9, right=True) + _pad(_("Calls"), 8, right=True)
-               + _pad(_("Mean ms"), 10, right=True))
+    typer.echo(pad(_("Phase"), 24) + pad(_("Total ms"), 12, right=True)
+               + pad(_("Share"), 9, right=True) + pad(_("Calls"), 8, right=True)
+               + pad(_("Mean ms"), 10, right=True))
     for total in report.phases:
         mean_ms = total.seconds * 1000.0 / total.count if total.count else 0.0
         typer.echo(f"{total.name:<24}{total.seconds * 1000.0:>12.1f}"
@@ -117,13 +114,13 @@ def _print_perf(report: ProfileReport) -> None:
     perf = report.perf
     assert perf is not None
     typer.echo(_("llama.cpp counters (llama_perf_context, since the model was loaded):"))
-    typer.echo("  " + _pad(_("load"), 14) + f"{perf.load_ms:>10.1f} ms")
+    typer.echo("  " + pad(_("load"), 14) + f"{perf.load_ms:>10.1f} ms")
     for label, milliseconds, tokens in (
         (_("prompt eval"), perf.prompt_eval_ms, perf.prompt_eval_tokens),
         (_("eval"), perf.eval_ms, perf.eval_tokens),
     ):
         rate = tokens / (milliseconds / 1000.0) if milliseconds > 0 else 0.0
-        typer.echo("  " + _pad(label, 14) + f"{milliseconds:>10.1f} ms"
+        typer.echo("  " + pad(label, 14) + f"{milliseconds:>10.1f} ms"
                    + _(" for {tokens} tokens ({rate:.1f} tokens/s)", tokens=tokens, rate=rate))
 
 

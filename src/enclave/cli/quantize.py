@@ -15,7 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from enclave.cli.plan import format_bytes, format_table
+from enclave.cli.plan import format_bytes
+from enclave.cli.table import format_table
 from enclave.i18n import _
 from enclave.logs import setup_logging
 from enclave.models.quant_types import FILE_TYPES
@@ -34,6 +35,12 @@ from enclave.quantize.quantizer import quantize_gguf
 from enclave.quantize.text import DEFAULT_TEXT_NAME, default_text
 
 Progress = Callable[[int, int, str], None]
+
+QUANTIZE_HELP = _("Quantize a GGUF model with llama.cpp's quantizer.")
+CONVERT_HELP = _("Write a full-precision GGUF (from a quantized GGUF or a Hugging Face folder), "
+                 "or a Hugging Face folder from a Llama GGUF.")
+EVAL_QUANT_HELP = _("Compare quantized models with a reference: size, speed, perplexity, KL "
+                    "divergence and top-1 agreement on the same text.")
 
 
 class FullPrecision(StrEnum):
@@ -66,17 +73,18 @@ def _progress_bar(label: str) -> Iterator[Progress]:
 
 
 def quantize(
-    source: Annotated[Path, typer.Argument(help="GGUF file to quantize, ideally F32/F16/BF16.",
-                                           show_default=False)],
-    destination: Annotated[Path, typer.Argument(help="GGUF file to write.",
-                                                show_default=False)],
+    source: Annotated[Path, typer.Argument(
+        help=_("GGUF file to quantize, ideally F32/F16/BF16."), show_default=False)],
+    destination: Annotated[Path, typer.Argument(
+        help=_("GGUF file to write."), show_default=False)],
     type_name: Annotated[str, typer.Option(
-        "--type", "-t", help=f"Quantization type: {', '.join(FILE_TYPES)}.")] = "Q4_K_M",
+        "--type", "-t", help=_("Quantization type: {types}.", types=", ".join(FILE_TYPES)))]
+    = "Q4_K_M",
     allow_requantize: Annotated[bool, typer.Option(
-        "--allow-requantize", help="Quantize a file that is already quantized; the errors of "
-        "both roundings add up.")] = False,
+        "--allow-requantize", help=_("Quantize a file that is already quantized; the errors "
+                                     "of both roundings add up."))] = False,
     threads: Annotated[int | None, typer.Option(
-        min=1, help="Threads for llama.cpp's quantizer. Default: all CPU cores.")] = None,
+        min=1, help=_("Threads for llama.cpp's quantizer. Default: all CPU cores."))] = None,
 ) -> None:
     """Quantize a GGUF model with llama.cpp's quantizer."""
     setup_logging("warning")
@@ -96,18 +104,20 @@ def quantize(
 
 def convert(
     source: Annotated[Path, typer.Argument(
-        help="GGUF file, or a Hugging Face folder of a Llama-architecture model.",
+        help=_("GGUF file, or a Hugging Face folder of a Llama-architecture model."),
         show_default=False)],
     destination: Annotated[Path, typer.Argument(
-        help="GGUF file to write, or a folder with --format hf.", show_default=False)],
+        help=_("GGUF file to write, or a folder with --format hf."), show_default=False)],
     type_name: Annotated[FullPrecision, typer.Option(
-        "--type", "-t", help="Precision of the weights written.")] = FullPrecision.F16,
+        "--type", "-t", help=_("Precision of the weights written."))] = FullPrecision.F16,
     output_format: Annotated[OutputFormat, typer.Option(
-        "--format", help="gguf writes a GGUF file; hf writes a Hugging Face folder (F32) of "
-        "a Llama GGUF, for the PyTorch comparison in eval-quant.")] = OutputFormat.GGUF,
+        "--format", help=_("gguf writes a GGUF file; hf writes a Hugging Face folder (F32) of "
+                           "a Llama GGUF, for the PyTorch comparison in eval-quant."))]
+    = OutputFormat.GGUF,
     tokenizer_pre: Annotated[str | None, typer.Option(
-        "--tokenizer-pre", help="llama.cpp pre-tokenizer name (llama-bpe, smollm, gpt2, ...) "
-        "when converting a folder whose tokenizer.json does not identify it.")] = None,
+        "--tokenizer-pre", help=_("llama.cpp pre-tokenizer name (llama-bpe, smollm, gpt2, "
+                                  "...) when converting a folder whose tokenizer.json does "
+                                  "not identify it."))] = None,
 ) -> None:
     """Write a full-precision GGUF (from a quantized GGUF or a Hugging Face folder), or a
     Hugging Face folder from a Llama GGUF."""
@@ -156,30 +166,32 @@ def render_report(report: EvalReport) -> str:
                reference=report.reference.name, tokens=report.tokens, text=report.text_name,
                window=report.window, positions=report.scored_positions,
                threads=report.threads)
-    return header + "\n\n" + format_table(headers, rows, "llrrrrrrrrr")
+    return header + "\n\n" + format_table(headers, rows, "llrrrrrrrrr", rule=True)
 
 
 def eval_quant(
     reference: Annotated[Path, typer.Argument(
-        help="Reference GGUF, normally F32 or F16.", show_default=False)],
+        help=_("Reference GGUF, normally F32 or F16."), show_default=False)],
     candidates: Annotated[list[Path] | None, typer.Argument(
-        help="GGUF files to compare with the reference.", show_default=False)] = None,
+        help=_("GGUF files to compare with the reference."), show_default=False)] = None,
     text: Annotated[Path | None, typer.Option(
-        "--text", help="UTF-8 text file to evaluate on. Default: chapters 1-2 of Pride and "
-        "Prejudice, which ship with Enclave.")] = None,
-    tokens: Annotated[int, typer.Option(min=2, help="Tokens of the text to use.")] = 1024,
+        "--text", help=_("UTF-8 text file to evaluate on. Default: chapters 1-2 of Pride and "
+                         "Prejudice, which ship with Enclave."))] = None,
+    tokens: Annotated[int, typer.Option(min=2, help=_("Tokens of the text to use."))] = 1024,
     window: Annotated[int, typer.Option(
-        min=16, help="Tokens per evaluation window (context of each pass).")] = DEFAULT_WINDOW,
+        min=16, help=_("Tokens per evaluation window (context of each pass)."))]
+    = DEFAULT_WINDOW,
     decode_tokens: Annotated[int, typer.Option(
-        "--decode-tokens", min=1, help="Tokens generated to time decoding.")]
+        "--decode-tokens", min=1, help=_("Tokens generated to time decoding."))]
     = DEFAULT_DECODE_TOKENS,
     threads: Annotated[int | None, typer.Option(
-        min=1, help="CPU threads. Default: all CPU cores.")] = None,
+        min=1, help=_("CPU threads. Default: all CPU cores."))] = None,
     torch_int8: Annotated[Path | None, typer.Option(
-        "--torch-int8", help="Hugging Face folder of the reference model; adds PyTorch F32 and "
-        "dynamic INT8 rows (make one with 'enclave convert REF.gguf DIR --format hf').")]
-    = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        "--torch-int8", help=_("Hugging Face folder of the reference model; adds PyTorch F32 "
+                               "and dynamic INT8 rows (make one with 'enclave convert REF.gguf "
+                               "DIR --format hf')."))] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help=_("Print the report as JSON."))] = False,
 ) -> None:
     """Compare quantized models with a reference: size, speed, perplexity, KL divergence and
     top-1 agreement on the same text."""

@@ -16,7 +16,6 @@ import os
 import shutil
 import sys
 import tempfile
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,10 +26,13 @@ from typing import IO, Annotated, Any, BinaryIO
 
 import typer
 
+from enclave.cli.table import format_table
 from enclave.config import load_settings
 from enclave.errors import EnclaveError
 from enclave.i18n import _
 from enclave.policy.redactor import PlaceholderMap, Redactor
+
+HELP = _("Redact personal data in a JSONL file and print the findings per kind.")
 
 
 class RedactMode(StrEnum):
@@ -53,23 +55,23 @@ class RedactStats:
 
 def redact(
     file: Annotated[str, typer.Argument(
-        metavar="FILE", help="JSONL file to read; - reads standard input.")],
+        metavar="FILE", help=_("JSONL file to read; - reads standard input."))],
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="PATH",
-        help="File to write the redacted JSONL to. Default: standard output.",
+        help=_("File to write the redacted JSONL to. Default: standard output."),
     )] = None,
     fields: Annotated[list[str] | None, typer.Option(
         "--field", metavar="KEY",
-        help="Redact only string values under this key, at any depth; repeat for several "
-        "keys. Default: every string value.",
+        help=_("Redact only string values under this key, at any depth; repeat for several "
+               "keys. Default: every string value."),
     )] = None,
     mode: Annotated[RedactMode, typer.Option(
-        help="redact writes the redacted records; detect only counts findings per kind.",
+        help=_("redact writes the redacted records; detect only counts findings per kind."),
     )] = RedactMode.REDACT,
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", metavar="PATH",
-        help="Settings file (TOML) whose privacy section sets the kinds and custom terms. "
-        "Default: $ENCLAVE_CONFIG or ./enclave.toml.",
+        help=_("Settings file (TOML) whose privacy section sets the kinds and custom terms. "
+               "Default: $ENCLAVE_CONFIG or ./enclave.toml."),
     )] = None,
 ) -> None:
     """Redact personal data in a JSONL file and print the findings per kind."""
@@ -154,14 +156,40 @@ def _decode(raw: bytes, number: int, name: str) -> str:
 
 
 def _parse(line: str, number: int, name: str) -> Any:
+    # With its line break, a line cut short fails at column 1 of an empty second line. Without
+    # it, the error names the column after the last character.
     try:
-        return json.loads(line)
+        return json.loads(line.rstrip("\r\n"))
     except json.JSONDecodeError as exc:
         raise InputFileError(_(
             "Line {line} of {file} is not valid JSON ({error} at column {column}). Fix or "
             "remove that line; nothing was written.",
-            line=number, file=name, error=exc.msg, column=exc.colno,
+            line=number, file=name, error=_json_error(exc.msg), column=exc.colno,
         )) from None
+
+
+def _json_error(message: str) -> str:
+    """Translate the ``msg`` of a ``json.JSONDecodeError`` as CPython 3.11 to 3.13 word it.
+
+    A message this table does not know is returned in English.
+    """
+    known = {
+        "Expecting value": _("Expecting value"),
+        "Expecting property name enclosed in double quotes":
+            _("Expecting property name enclosed in double quotes"),
+        "Expecting ':' delimiter": _("Expecting ':' delimiter"),
+        "Expecting ',' delimiter": _("Expecting ',' delimiter"),
+        "Unterminated string starting at": _("Unterminated string starting at"),
+        "Invalid control character at": _("Invalid control character at"),
+        "Invalid \\escape": _("Invalid \\escape"),
+        "Invalid \\uXXXX escape": _("Invalid \\uXXXX escape"),
+        "Extra data": _("Extra data"),
+        "Illegal trailing comma before end of object":
+            _("Illegal trailing comma before end of object"),
+        "Illegal trailing comma before end of array":
+            _("Illegal trailing comma before end of array"),
+    }
+    return known.get(message, message)
 
 
 @contextmanager
@@ -212,25 +240,10 @@ def _write_atomically(output: Path | None, produce: Callable[[IO[str]], RedactSt
 
 def print_counts(stats: RedactStats, err: bool) -> None:
     """Print the findings per kind as a table, then the record totals."""
-    kind_header, count_header, total_label = _("Kind"), _("Count"), _("Total")
-    rows = sorted(stats.counts.items())
-    width = max(_display_width(label) for label in [kind_header, total_label, *stats.counts])
-
-    lines = [_pad(kind_header, width) + "  " + count_header]
-    lines.extend(f"{_pad(kind, width)}  {count:>{_display_width(count_header)}}"
-                 for kind, count in rows)
-    total = sum(stats.counts.values())
-    lines.append(f"{_pad(total_label, width)}  {total:>{_display_width(count_header)}}")
+    rows = [[kind, str(count)] for kind, count in sorted(stats.counts.items())]
+    rows.append([_("Total"), str(sum(stats.counts.values()))])
+    lines = format_table([_("Kind"), _("Count")], rows, "lr").splitlines()
     lines.append(_("{records} records read, {changed} with personal data.",
                    records=stats.records, changed=stats.changed))
     for line in lines:
         typer.echo(line, err=err)
-
-
-def _display_width(text: str) -> int:
-    """Return the terminal columns ``text`` takes: CJK characters take two."""
-    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
-
-
-def _pad(text: str, width: int) -> str:
-    return text + " " * (width - _display_width(text))

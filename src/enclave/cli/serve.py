@@ -19,23 +19,28 @@ from enclave.ops import egress
 
 logger = logging.getLogger(__name__)
 
+HELP = _("Serve a model over OpenAI- and Ollama-compatible HTTP APIs.")
+
 
 def serve(
     model: Annotated[str | None, typer.Option(
-        "--model", "-m", help="GGUF file to serve (default: the embedded SmolLM2-135M-Instruct).",
+        "--model", "-m",
+        help=_("GGUF file to serve (default: the embedded SmolLM2-135M-Instruct)."),
     )] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")]
-    = None,
-    port: Annotated[int | None, typer.Option(help="TCP port (default 8000; 0 picks a free one).")]
-    = None,
+    host: Annotated[str | None, typer.Option(
+        help=_("Address to listen on (default 127.0.0.1)."))] = None,
+    port: Annotated[int | None, typer.Option(
+        help=_("TCP port (default 8000; 0 picks a free one)."))] = None,
     models_dir: Annotated[Path | None, typer.Option(
-        "--models-dir", help="Folder of further GGUF files to serve.")] = None,
+        "--models-dir", help=_("Folder of further GGUF files to serve."))] = None,
     parallel: Annotated[int | None, typer.Option(
-        help="Requests decoded together (continuous batching slots).")] = None,
+        help=_("Requests decoded together (continuous batching slots)."))] = None,
     context_size: Annotated[int | None, typer.Option(
-        "--context-size", help="Maximum tokens per request, prompt and answer together.")] = None,
+        "--context-size",
+        help=_("Maximum tokens per request, prompt and answer together."))] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml.",
+        "--config", "-c",
+        help=_("Settings file (TOML). Default: $ENCLAVE_CONFIG or ./enclave.toml."),
     )] = None,
 ) -> None:
     """Serve a model over OpenAI- and Ollama-compatible HTTP APIs."""
@@ -62,10 +67,10 @@ def bind_socket(host: str, port: int) -> socket.socket:
         sock.close()
         from enclave.errors import ConfigError
 
-        raise ConfigError(
-            f"Cannot listen on {host}:{port}: {exc.strerror}. Choose another --port or stop "
-            "the program that uses it."
-        ) from None
+        raise ConfigError(_(
+            "Cannot listen on {host}:{port}: {reason}. Choose another --port or stop the "
+            "program that uses it.", host=host, port=port, reason=exc.strerror,
+        )) from None
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

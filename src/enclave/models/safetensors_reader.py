@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import ModelLoadError
+from enclave.i18n import _
 from enclave.models.gguf_reader import TensorInfo
 
 # Bytes per element of the safetensors dtypes that model checkpoints use.
@@ -73,15 +74,16 @@ def read_safetensors_header(path: Path) -> tuple[list[SafetensorsEntry], dict[st
     with path.open("rb") as handle:
         prefix = handle.read(8)
         if len(prefix) != 8:
-            raise ModelLoadError(f"{path} is too short to be a safetensors file.")
+            raise ModelLoadError(_("{path} is too short to be a safetensors file.", path=path))
         (header_length,) = struct.unpack("<Q", prefix)
         if header_length > _MAX_HEADER_BYTES:
-            raise ModelLoadError(f"{path} is not a safetensors file (header length "
-                                 f"{header_length} bytes).")
+            raise ModelLoadError(_("{path} is not a safetensors file (header length {length} "
+                                   "bytes).", path=path, length=header_length))
         try:
             header = json.loads(handle.read(header_length))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ModelLoadError(f"{path} has an unreadable safetensors header: {exc}") from None
+            raise ModelLoadError(_("{path} has an unreadable safetensors header: {error}",
+                                   path=path, error=exc)) from None
 
     data_start = 8 + header_length
     metadata = header.pop("__metadata__", None) or {}
@@ -103,14 +105,16 @@ def read_hf_folder(path: Path) -> HfFolder:
     """Read ``config.json`` and every ``*.safetensors`` header of a model folder."""
     config_path = path / "config.json"
     if not config_path.is_file():
-        raise ModelLoadError(f"{path} has no config.json; pass a Hugging Face model folder.")
+        raise ModelLoadError(_("{path} has no config.json; pass a Hugging Face model folder.",
+                               path=path))
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{config_path} is not valid JSON: {exc}") from None
+        raise ModelLoadError(_("{path} is not valid JSON: {error}", path=config_path,
+                               error=exc)) from None
 
     entries: list[SafetensorsEntry] = []
     for shard in sorted(path.glob("*.safetensors")):
-        shard_entries, _ = read_safetensors_header(shard)
+        shard_entries, _metadata = read_safetensors_header(shard)
         entries.extend(shard_entries)
     return HfFolder(path=path, config=config, entries=entries)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
+from enclave.i18n import _
 from enclave.models.gguf_reader import GgufSummary, TensorInfo
 from enclave.planner.errors import PlannerError
 
@@ -179,10 +180,10 @@ def from_gguf(summary: GgufSummary) -> Architecture:
     n_embd = value("embedding_length")
     n_head = value("attention.head_count")
     if n_layer is None or n_embd is None or n_head is None:
-        raise PlannerError(
-            f"{summary.path} lacks {family}.block_count, .embedding_length or "
-            ".attention.head_count; it is not a transformer model the planner knows."
-        )
+        raise PlannerError(_(
+            "{path} lacks {family}.block_count, .embedding_length or .attention.head_count; "
+            "it is not a transformer model the planner knows.", path=summary.path, family=family,
+        ))
     n_head = _first(n_head)
     n_head_kv = _first(value("attention.head_count_kv", n_head))
     head_dim_k = int(value("attention.key_length", int(n_embd) // n_head))
@@ -241,17 +242,19 @@ def from_hf_config(config: dict[str, Any], name: str) -> Architecture:
     model_type = str(config.get("model_type", ""))
     family = _HF_FAMILIES.get(model_type)
     if family is None:
-        raise PlannerError(
-            f"config.json of {name} has model_type {model_type!r}; the planner reads "
-            f"{', '.join(sorted(_HF_FAMILIES))}. Convert the model to GGUF and plan the file."
-        )
+        raise PlannerError(_(
+            "config.json of {name} has model_type {model_type!r}; the planner reads "
+            "{families}. Convert the model to GGUF and plan the file.", name=name,
+            model_type=model_type, families=", ".join(sorted(_HF_FAMILIES)),
+        ))
     try:
         n_embd = int(config["hidden_size"])
         n_head = int(config["num_attention_heads"])
         n_layer = int(config["num_hidden_layers"])
         n_vocab = int(config["vocab_size"])
     except KeyError as exc:
-        raise PlannerError(f"config.json of {name} lacks {exc.args[0]!r}.") from None
+        raise PlannerError(_("config.json of {name} lacks {key!r}.", name=name,
+                             key=exc.args[0])) from None
 
     is_deepseek = family == "deepseek2"
     head_dim = int(config.get("head_dim") or n_embd // n_head)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from enclave.i18n import _
 from enclave.planner.architecture import Architecture
 from enclave.planner.errors import PlannerError
 
@@ -100,8 +101,8 @@ def known_model(name: str) -> Architecture:
     """Return the catalogue entry called ``name`` (case-insensitive)."""
     found = KNOWN_MODELS.get(name.lower())
     if found is None:
-        raise PlannerError(
-            f"{name!r} is not a file, a model folder or a known model name. Known names: "
-            f"{', '.join(KNOWN_MODELS)}."
-        )
+        raise PlannerError(_(
+            "{name!r} is not a file, a model folder or a known model name. Known names: "
+            "{known}.", name=name, known=", ".join(KNOWN_MODELS),
+        ))
     return found

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import psutil  # type: ignore[import-untyped]
 
+from enclave.i18n import _
+
 logger = logging.getLogger(__name__)
 
 
@@ -37,11 +39,12 @@ def _nvidia_gpus() -> tuple[list[Gpu], str]:
     try:
         import pynvml  # type: ignore[import-untyped]
     except ImportError:
-        return [], "nvidia-ml-py is not installed (pip install 'enclave[gpu]')"
+        return [], _("nvidia-ml-py is not installed ({command})",
+                     command=".venv/bin/pip install nvidia-ml-py")
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as exc:
-        return [], f"no NVIDIA driver ({exc})"
+        return [], _("no NVIDIA driver ({error})", error=exc)
     try:
         gpus = []
         for index in range(pynvml.nvmlDeviceGetCount()):

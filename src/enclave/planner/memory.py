@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from gguf import GGMLQuantizationType as T
 
+from enclave.i18n import _
 from enclave.models.quant_types import block_layout
 from enclave.planner.architecture import Architecture
 from enclave.planner.errors import PlannerError
@@ -54,11 +55,13 @@ class Workload:
 
     def __post_init__(self) -> None:
         if self.kv_type not in KV_TYPES:
-            raise PlannerError(f"KV-cache type {self.kv_type!r} is not one of "
-                               f"{', '.join(KV_TYPES)}.")
+            raise PlannerError(_("KV-cache type {kv_type!r} is not one of {types}.",
+                                 kv_type=self.kv_type, types=", ".join(KV_TYPES)))
         if self.context < 1 or self.concurrency < 1 or self.batch_size < 1:
-            raise PlannerError("context, concurrency and batch size must be at least 1; got "
-                               f"{self.context}, {self.concurrency} and {self.batch_size}.")
+            raise PlannerError(_(
+                "context, concurrency and batch size must be at least 1; got {context}, "
+                "{concurrency} and {batch_size}.", context=self.context,
+                concurrency=self.concurrency, batch_size=self.batch_size))
 
     @property
     def kv_cells(self) -> int:
@@ -92,8 +95,9 @@ def kv_bytes_per_token(arch: Architecture, kv_type: str) -> int:
     per_layer = 0
     for width in (arch.kv_k_width, arch.kv_v_width):
         if width % block_size:
-            raise PlannerError(f"A KV width of {width} does not fill whole {kv_type} blocks of "
-                               f"{block_size}; use --kv-type f16.")
+            raise PlannerError(_(
+                "A KV width of {width} does not fill whole {kv_type} blocks of {block_size}; "
+                "use --kv-type f16.", width=width, kv_type=kv_type, block_size=block_size))
         per_layer += width // block_size * type_size
     return per_layer * arch.n_layer
 

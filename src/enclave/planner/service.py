@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from enclave.errors import ModelLoadError
+from enclave.i18n import _
 from enclave.models.gguf_reader import TensorInfo, read_gguf
 from enclave.models.quant_types import FILE_TYPES, file_type
 from enclave.models.safetensors_reader import read_hf_folder
@@ -79,8 +80,8 @@ def resolve_model(reference: str) -> ResolvedModel:
         try:
             summary = read_gguf(path)
         except ModelLoadError as exc:
-            raise PlannerError(f"{exc} The planner reads GGUF files, Hugging Face folders and "
-                               "known model names.") from None
+            raise PlannerError(_("{error} The planner reads GGUF files, Hugging Face folders "
+                                 "and known model names.", error=exc)) from None
         return ResolvedModel(from_gguf(summary), summary.tensors, "gguf", str(path),
                              file_weights=file_weights(summary),
                              checkpoint_bytes=summary.file_size)
@@ -135,7 +136,8 @@ def build_plan(reference: str, quant: str | None, workload: Workload,
     own_type = model.file_weights.type_name if model.file_weights else None
     selected_name = quant.upper() if quant else (own_type or DEFAULT_TYPE)
     if selected_name not in FILE_TYPES and selected_name != own_type:
-        raise PlannerError(f"--quant {quant!r} is not one of {', '.join(FILE_TYPES)}.")
+        raise PlannerError(_("--quant {quant!r} is not one of {types}.", quant=quant,
+                             types=", ".join(FILE_TYPES)))
 
     names = list(TABLE_TYPES)
     if selected_name not in names:

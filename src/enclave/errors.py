@@ -138,3 +138,12 @@ class DeadlineExceededError(RequestError):
             "or ask for fewer tokens.",
             code="deadline_exceeded",
         )
+
+
+def reason(error: BaseException) -> str:
+    """Return an exception's message on one line and without a final period.
+
+    Messages of drivers and parsers often end with a period or span lines; this form can be
+    quoted inside a sentence that ends with its own period.
+    """
+    return " ".join(str(error).split()).rstrip(".")

@@ -17,7 +17,7 @@ from typing import Any
 
 from enclave.access.keys import KeyRecord, Role
 from enclave.access.settings import AccessSettings
-from enclave.errors import EnclaveError
+from enclave.errors import EnclaveError, reason
 
 TABLE = "enclave_api_keys"
 _COLUMNS = (
@@ -126,8 +126,8 @@ class SqliteKeyStore(KeyStore):
             self._connection.execute(SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise KeyStoreError(
-                f"Cannot open the key store {path}: {exc}. Check that the folder exists and "
-                "that this user may write to it."
+                f"Cannot open the key store {path}: {reason(exc)}. Check that the folder "
+                "exists and that this user may write to it."
             ) from None
 
     def _execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -137,7 +137,7 @@ class SqliteKeyStore(KeyStore):
             except sqlite3.IntegrityError as exc:
                 raise KeyExistsError(f"A key with this prefix already exists ({exc}).") from None
             except sqlite3.Error as exc:
-                raise KeyStoreError(f"The key store {self.path} failed: {exc}.") from None
+                raise KeyStoreError(f"The key store {self.path} failed: {reason(exc)}.") from None
 
     def close(self) -> None:
         with self._lock:

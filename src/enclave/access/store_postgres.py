@@ -10,6 +10,7 @@ import psycopg
 from psycopg import errors as pg_errors
 
 from enclave.access.store import SCHEMA, KeyExistsError, KeyStore, KeyStoreError
+from enclave.errors import reason
 
 CONNECT_TIMEOUT_S = 5
 
@@ -32,7 +33,7 @@ class PostgresKeyStore(KeyStore):
                 pass  # another replica created the table at the same moment
             except psycopg.Error as exc:
                 raise KeyStoreError(
-                    f"Cannot create the key table at {self.description}: {exc}."
+                    f"Cannot create the key table at {self.description}: {reason(exc)}."
                 ) from None
 
     def _connect(self) -> psycopg.Connection[Any]:
@@ -42,8 +43,8 @@ class PostgresKeyStore(KeyStore):
                                                    connect_timeout=CONNECT_TIMEOUT_S)
             except psycopg.Error as exc:
                 raise KeyStoreError(
-                    f"Cannot connect to the key store at {self.description}: {exc}. Check "
-                    "access.store_url and that the server is running."
+                    f"Cannot connect to the key store at {self.description}: {reason(exc)}. "
+                    "Check access.store_url and that the server is running."
                 ) from None
         return self._connection
 
@@ -62,11 +63,11 @@ class PostgresKeyStore(KeyStore):
                     connection.close()
                     if attempt == 2:
                         raise KeyStoreError(
-                            f"The key store at {self.description} failed: {exc}."
+                            f"The key store at {self.description} failed: {reason(exc)}."
                         ) from None
                 except psycopg.Error as exc:
                     raise KeyStoreError(
-                        f"The key store at {self.description} failed: {exc}."
+                        f"The key store at {self.description} failed: {reason(exc)}."
                     ) from None
             raise AssertionError("unreachable")
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from enclave.audit.errors import AuditError
+from enclave.errors import reason
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,8 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         private_key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except ValueError as exc:
-        raise AuditError(f"The audit signing key {path} is not a valid PEM key: {exc}.") from None
+        raise AuditError(f"The audit signing key {path} is not a valid PEM key: "
+                         f"{reason(exc)}.") from None
     if not isinstance(private_key, Ed25519PrivateKey):
         raise AuditError(f"The audit signing key {path} is not an Ed25519 key.")
     return private_key
@@ -150,7 +152,7 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
         else:
             key = serialization.load_pem_public_key(data)
     except ValueError as exc:
-        raise AuditError(f"The key file {path} is not a valid PEM key: {exc}.") from None
+        raise AuditError(f"The key file {path} is not a valid PEM key: {reason(exc)}.") from None
     if not isinstance(key, Ed25519PublicKey):
         raise AuditError(f"The key file {path} does not hold an Ed25519 key.")
     return key

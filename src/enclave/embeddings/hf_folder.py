@@ -15,7 +15,7 @@ from typing import Any
 
 from gguf import PoolingType
 
-from enclave.errors import ConfigError
+from enclave.errors import ConfigError, reason
 
 SUPPORTED_MODEL_TYPES = ("bert",)
 WEIGHTS_FILE = "model.safetensors"
@@ -112,7 +112,7 @@ def _read_json(path: Path) -> Any:
     except FileNotFoundError:
         raise ConfigError(f"{path} not found; the model folder is incomplete.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON: {exc}.") from None
+        raise ConfigError(f"{path} is not valid JSON: {reason(exc)}.") from None
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:

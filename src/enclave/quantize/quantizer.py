@@ -21,6 +21,7 @@ from pathlib import Path
 import llama_cpp
 
 from enclave.engine.llama_model import init_backend
+from enclave.errors import reason
 from enclave.models.gguf_reader import GgufSummary, read_gguf
 from enclave.models.quant_types import FileType, file_type, file_type_by_id, ggml_type
 from enclave.models.quant_types import is_quantized as is_quantized_type
@@ -160,7 +161,7 @@ def quantize_gguf(
     try:
         target = file_type(type_name)
     except ValueError as exc:
-        raise QuantizeError(f"--type: {exc}.") from None
+        raise QuantizeError(f"--type: {reason(exc)}.") from None
     summary = read_gguf(source)
     check_requantize(summary, target, allow_requantize)
     if destination.resolve() == source.resolve():

@@ -157,7 +157,7 @@ async def _read_show_model(receive: Receive) -> tuple[Receive, str | None]:
 
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return replay, None  # the route reports the malformed body itself
     if not isinstance(data, dict):
         return replay, None

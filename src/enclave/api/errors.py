@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
@@ -87,12 +88,17 @@ def describe_validation_error(
     return InvalidRequestError(text, param=param or None, code="invalid_value")
 
 
+# Names pydantic puts in an error location for the member of a union that failed, as in
+# ("think", "bool") for a field typed bool | Literal[...]. No request field has these names.
+_UNION_MEMBER_NAMES = frozenset({"str", "bool", "int", "float", "dict", "list"})
+
+
 def _dotted(location: list[str]) -> str:
     text = ""
     for part in location:
         if part.isdigit():
             text += f"[{part}]"
-        elif part in ("str", "list[union[TextPart,OtherPart]]") or "[" in part:
+        elif part in _UNION_MEMBER_NAMES or "[" in part:
             continue  # pydantic's name of a union member, not a field
         else:
             text += f".{part}" if text else part
@@ -110,12 +116,38 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
             if isinstance(exc, json.JSONDecodeError) else "The request body is not UTF-8 JSON.",
             code="invalid_json",
         ) from None
+    except RecursionError:
+        raise InvalidRequestError(
+            "The request body nests JSON arrays or objects too deeply to parse. Send a "
+            "flatter body.",
+            code="invalid_json",
+        ) from None
     if not isinstance(data, dict):
         raise InvalidRequestError("The request body must be a JSON object.", code="invalid_json")
+    if _LONE_SURROGATE_ESCAPE.search(raw):
+        _reject_lone_surrogates(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise describe_validation_error(exc) from None
+
+
+# A \uD800 to \uDFFF escape. JSON allows it, but one not paired with another is no
+# character at all, and encoding the text as UTF-8 later (tokenizer, audit digest) fails.
+_LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+
+
+def _reject_lone_surrogates(data: dict[str, Any]) -> None:
+    """Raise InvalidRequestError if a string in a parsed body contains an unpaired surrogate."""
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequestError(
+            f"The request body contains an unpaired UTF-16 surrogate "
+            f"(\\u{ord(exc.object[exc.start]):04x}), which is not a Unicode character. "
+            "Send the text as valid Unicode.",
+            code="invalid_json",
+        ) from None
 
 
 def _error_response(request: Request, message: str, error_type: str,

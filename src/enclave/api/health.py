@@ -27,9 +27,15 @@ async def health(state: StateDep) -> JSONResponse:
 
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
-    """Return 200 once the default model is loaded, with the slot and queue state of each."""
-    models: dict[str, Any] = {
-        model_id: engine.stats() for model_id, engine in state.pool.loaded().items()
-    }
-    body = {"status": "ready" if state.ready else "loading", "models": models}
-    return JSONResponse(body, status_code=200 if state.ready else 503)
+    """Return 200 once the default model is loaded, with the slot and queue state of each.
+
+    Returns 503 while loading, and once an engine has failed, so that a load balancer stops
+    sending requests that the failed engine would reject.
+    """
+    loaded = state.pool.loaded()
+    models: dict[str, Any] = {model_id: engine.stats() for model_id, engine in loaded.items()}
+    status = "ready" if state.ready else "loading"
+    if any(engine.failure is not None for engine in loaded.values()):
+        status = "failed"
+    body = {"status": status, "models": models}
+    return JSONResponse(body, status_code=200 if status == "ready" else 503)

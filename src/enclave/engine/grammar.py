@@ -37,6 +37,20 @@ _UNENFORCEABLE_KEYWORDS = frozenset({
     "dependentRequired", "dependentSchemas", "dependencies", "unevaluatedProperties",
     "unevaluatedItems",
 })
+# The converter writes a bound of N as N copies of the item, and a maximum as N nested
+# optional groups. A large bound therefore makes a grammar of gigabytes, or one whose nesting
+# overflows the stack of llama.cpp's recursive grammar parser. With llama-cpp-python 0.3.36,
+# llama.cpp rejects a maxLength of 1500 anyway ("exceeds sane defaults") and crashes on 100000.
+MAX_REPETITIONS = 1000
+_COUNT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems")
+# Quantifier bounds in a regular expression: the numbers in {n}, {n,} and {n,m}.
+_PATTERN_BOUNDS = re.compile(r"\{(\d+)(?:,(\d*))?\}")
+# Maximum depth of nested groups in a grammar given to llama.cpp, whose parser recurses once
+# per group and crashes the process (SIGSEGV) on a deep enough one.
+MAX_GRAMMAR_NESTING = 1000
+# String literals, character classes and comments, whose brackets are no groups.
+_GBNF_NON_GROUP = re.compile(r'"(?:\\.|[^"\\])*"|\[(?:\\.|[^\]\\])*\]|#[^\n]*')
+_GROUP_BRACKETS = re.compile(r"[()]")
 
 
 def json_object_grammar() -> str:
@@ -152,16 +166,65 @@ def check_enforceable(schema: Any, param: str) -> None:
                 "bounded numbers.",
                 param=param,
             )
+        too_large = _too_large_counts(node)
+        if too_large:
+            raise InvalidRequestError(
+                f"The JSON schema in {param} sets {', '.join(too_large)} at {path}, but "
+                f"constrained decoding supports counts up to {MAX_REPETITIONS}. Lower it or "
+                "remove it.",
+                param=param,
+            )
+
+
+def check_grammar_nesting(grammar: str, *, param: str) -> None:
+    """Raise InvalidRequestError if a GBNF grammar nests groups deeper than llama.cpp can parse.
+
+    Run it on every grammar before llama.cpp parses it, because a request's own grammar is
+    not limited by the schema checks above.
+    """
+    depth = deepest = 0
+    for bracket in _GROUP_BRACKETS.findall(_GBNF_NON_GROUP.sub("", grammar)):
+        if bracket == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    if deepest > MAX_GRAMMAR_NESTING:
+        raise InvalidRequestError(
+            f"The grammar for the requested output nests groups {deepest} levels deep, but "
+            f"at most {MAX_GRAMMAR_NESTING} are supported. Lower the lengths and counts in "
+            "the schema or grammar.",
+            param=param,
+        )
+
+
+def _too_large_counts(node: dict[str, Any]) -> list[str]:
+    """Return "keyword = value" for each length or count in a schema above MAX_REPETITIONS."""
+    return [f"{key} = {node[key]}" for key in (*_COUNT_KEYWORDS, "pattern")
+            if _is_too_large(key, node.get(key))]
+
+
+def _is_too_large(keyword: str, value: Any) -> bool:
+    if keyword == "pattern":
+        if not isinstance(value, str):
+            return False
+        bounds = [int(number) for pair in _PATTERN_BOUNDS.findall(value)
+                  for number in pair if number]
+        return bool(bounds) and max(bounds) > MAX_REPETITIONS
+    return keyword in _COUNT_KEYWORDS and isinstance(value, int | float) and (
+        value > MAX_REPETITIONS)
 
 
 def relax(schema: Any) -> Any:
-    """Return a copy of a schema without the keywords check_enforceable() rejects."""
+    """Return a copy of a schema without the keywords and values check_enforceable() rejects."""
     if not isinstance(schema, dict):
         return schema
     numeric = schema.get("type") == "number" or isinstance(schema.get("type"), list)
     relaxed: dict[str, Any] = {}
     for key, value in schema.items():
         if key in _UNENFORCEABLE_KEYWORDS or (numeric and key in _BOUND_KEYWORDS):
+            continue
+        if _is_too_large(key, value):
             continue
         if key in ("properties", "$defs", "definitions") and isinstance(value, dict):
             relaxed[key] = {name: relax(child) for name, child in value.items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import threading
 from pathlib import Path
@@ -143,6 +144,18 @@ class LlamaModel:
         """Return the vocabulary entry of a token, special tokens included."""
         text: bytes | None = llama_cpp.llama_vocab_get_text(self.vocab, token)
         return text.decode("utf-8", errors="replace") if text else ""
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """Maximum UTF-8 length of a vocabulary entry, special tokens included.
+
+        An entry is never shorter than the text its token matches (a byte token such as
+        <0x0A> or BPE's "Ġ" for a space is longer), so a text of N characters has at least
+        N / max_token_bytes tokens.
+        """
+        lengths = (len(llama_cpp.llama_vocab_get_text(self.vocab, token) or b"")
+                   for token in range(self.n_vocab))
+        return max(lengths, default=1) or 1
 
     @property
     def bos_text(self) -> str:

@@ -10,6 +10,7 @@ import llama_cpp
 import numpy as np
 import numpy.typing as npt
 
+from enclave.engine.grammar import check_grammar_nesting
 from enclave.errors import InvalidRequestError
 
 
@@ -165,6 +166,7 @@ def _init_grammar(
     params: SamplingParams, vocab: llama_cpp.llama_vocab_p
 ) -> llama_cpp.llama_sampler_p:
     assert params.grammar is not None
+    check_grammar_nesting(params.grammar, param="response_format")
     text = params.grammar.encode("utf-8")
     grammar: llama_cpp.llama_sampler_p
     if params.grammar_triggers:

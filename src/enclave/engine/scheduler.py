@@ -48,6 +48,7 @@ from enclave.errors import (
     DeadlineExceededError,
     EngineFailure,
     EngineUnavailableError,
+    InvalidRequestError,
     QueueFullError,
     RequestError,
 )
@@ -260,7 +261,17 @@ class Scheduler:
             raise self._start_error
 
     def submit(self, request: GenerationRequest, sink: Any) -> Sequence:
-        """Queue a request; raise QueueFullError when no place is left."""
+        """Queue a request; raise QueueFullError when no place is left.
+
+        Raises InvalidRequestError for a prompt of no tokens: llama_decode rejects an empty
+        batch, and that error would stop the engine for every request.
+        """
+        if not request.prompt_tokens:
+            raise InvalidRequestError(
+                "The prompt is empty, so there is no token to start generation from. Send "
+                "a prompt of at least one character.",
+                param="prompt",
+            )
         sequence = Sequence(
             request=request,
             sink=sink,

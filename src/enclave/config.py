@@ -48,6 +48,9 @@ class ServerSettings(Section):
         "debug, and only where a subsystem says so.")
     log_format: Literal["text", "json"] = Field("text", description="json writes one JSON "
                                                 "object per line.")
+    max_body_mb: float = Field(8.0, gt=0, description="Largest request body in MB "
+                               "(10^6 bytes); a larger one is rejected with 413 before it is "
+                               "read in full.")
     locale: str | None = Field(None, description="Language of CLI messages and web pages "
                                "(en or zh-CN); default from LANG.")
 

@@ -9,12 +9,14 @@ The tree, with the HTTP status each request error maps to::
     └── RequestError                   one request failed; the server carries on
         ├── InvalidRequestError        400
         │   ├── UnsupportedParameterError   400, names the field
-        │   └── ContextLengthError          400, names both token counts
+        │   ├── ContextLengthError          400, names both token counts
+        │   └── PayloadTooLargeError        413, body over server.max_body_mb
         ├── AuthenticationError        401
         ├── PermissionDeniedError      403
         ├── ModelNotFoundError         404
         ├── RateLimitError             429 + Retry-After
         │   └── QueueFullError         429 + Retry-After
+        ├── UnsupportedRouteError      501
         ├── EngineUnavailableError     503 + Retry-After
         └── DeadlineExceededError      504
 
@@ -94,12 +96,29 @@ class PermissionDeniedError(RequestError):
     error_type = "permission_error"
 
 
+class PayloadTooLargeError(InvalidRequestError):
+    status_code = 413
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"The request body is larger than {limit_bytes} bytes, the limit set by "
+            "server.max_body_mb. Send a smaller body or raise the setting.",
+            code="request_too_large",
+        )
+
+
+# Longest model name quoted back in an error; a client can send any string.
+MAX_QUOTED_MODEL_CHARS = 200
+
+
 class ModelNotFoundError(RequestError):
     status_code = 404
     error_type = "invalid_request_error"
 
     def __init__(self, model: str, available: list[str]) -> None:
         names = ", ".join(available) if available else "none"
+        if len(model) > MAX_QUOTED_MODEL_CHARS:
+            model = model[:MAX_QUOTED_MODEL_CHARS] + "..."
         super().__init__(
             f"The model '{model}' does not exist. Available models: {names}.",
             param="model",
@@ -120,6 +139,13 @@ class QueueFullError(RateLimitError):
             code="queue_full",
             retry_after_s=retry_after_s,
         )
+
+
+class UnsupportedRouteError(RequestError):
+    """A route that a compatible API has but Enclave deliberately does not implement."""
+
+    status_code = 501
+    error_type = "invalid_request_error"
 
 
 class EngineUnavailableError(RequestError):

@@ -147,15 +147,13 @@ def test_tool_huge_count_is_relaxed(server: ServerProcess) -> None:
 )
 def test_huge_prompt_rejected_before_tokenizing(server: ServerProcess, path: str,
                                                 body: dict[str, Any]) -> None:
-    started = time.monotonic()
     response = server.post(path, json=body)
 
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "context_length_exceeded"
+    # The message counts characters, not tokens: the prompt was rejected before tokenizing.
     assert "characters" in error["message"]
-    # Tokenizing 5 MB takes several seconds on a small machine; the check takes milliseconds.
-    assert time.monotonic() - started < 3
 
 
 def test_huge_prompt_ollama_generate(server: ServerProcess) -> None:

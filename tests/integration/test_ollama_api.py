@@ -263,7 +263,7 @@ def test_invalid_json_uses_ollama_shape(server: ServerProcess) -> None:
 def test_pull_is_refused_with_reason(client: ollama.Client, server: ServerProcess) -> None:
     with pytest.raises(ollama.ResponseError) as caught:
         client.pull("llama3")
-    assert caught.value.status_code == 403
+    assert caught.value.status_code == 501
     assert "engine.models_dir" in caught.value.error
     deleted = httpx.request("DELETE", server.base_url + "/api/delete", json={"model": "x"})
-    assert_ollama_error(deleted, 403, "never downloads or changes models")
+    assert_ollama_error(deleted, 501, "never downloads or changes models")

@@ -18,6 +18,7 @@ from enclave.access.observer import AccessObserver
 from enclave.api import health, rerank
 from enclave.api.admin import router as admin_router
 from enclave.api.audit_observer import AuditObserver
+from enclave.api.body_limit import BodyLimitMiddleware
 from enclave.api.errors import install_error_handlers
 from enclave.api.middleware import RequestContextMiddleware
 from enclave.api.ollama import router as ollama_router
@@ -84,6 +85,9 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
     install_error_handlers(app)
     # Added before CORS, so it runs inside it: CORS preflights pass without a key.
     app.add_middleware(AccessMiddleware, access=state.access)
+    # Outside access control, which reads the body of /api/show to find the model.
+    app.add_middleware(BodyLimitMiddleware,
+                       limit_bytes=int(settings.server.max_body_mb * 1_000_000))
     if settings.server.cors_allow_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -20,7 +20,7 @@ from enclave.api.ollama.protocol import (
     ShowBody,
 )
 from enclave.api.state import AppState, StateDep
-from enclave.errors import PermissionDeniedError
+from enclave.errors import UnsupportedRouteError
 from enclave.models.registry import ModelEntry
 
 router = APIRouter()
@@ -127,7 +127,7 @@ _MODEL_MANAGEMENT_ROUTES = (
 
 
 async def model_management(request: Request) -> None:
-    raise PermissionDeniedError(
+    raise UnsupportedRouteError(
         f"{request.method} {request.url.path} is not available: Enclave never downloads or "
         "changes models over the API. Copy a GGUF file into the folder set by "
         "engine.models_dir on the server; it is listed at once.",

@@ -40,6 +40,7 @@ test: $(TEST_STAMP)
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m benchmarks $(ARGS)
+	$(BIN)/python -m benchmarks.report
 
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -19,7 +19,7 @@ from typing import Any
 
 from llama_cpp import llama_grammar
 
-from enclave.errors import InvalidRequestError
+from enclave.errors import InvalidRequestError, reason
 
 _ROOT_RULE = re.compile(r"^root(\s*)::=", re.MULTILINE)
 # The converter's string characters include control characters, which JSON forbids unescaped
@@ -74,7 +74,7 @@ def json_schema_grammar(schema: dict[str, Any], *, param: str) -> str:
     # and report the schema as the cause.
     except Exception as exc:
         raise InvalidRequestError(
-            f"The JSON schema in {param} cannot be enforced: {exc}. Simplify the schema "
+            f"The JSON schema in {param} cannot be enforced: {reason(exc)}. Simplify the schema "
             "(local $ref under #/$defs, no remote references).",
             param=param,
         ) from None
@@ -123,7 +123,7 @@ def tool_call_grammar(
         converter.visit(resolved, "tool-call")
     except Exception as exc:  # see json_schema_grammar for why every exception
         raise InvalidRequestError(
-            f"A tool's parameters schema cannot be enforced: {exc}. Simplify the schema.",
+            f"A tool's parameters schema cannot be enforced: {reason(exc)}. Simplify the schema.",
             param="tools",
         ) from None
     block = " ".join(part for part in (_literal(opening) if opening else "", "tool-call",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+import subprocess
 import sys
 import time
 
@@ -29,11 +29,15 @@ def run(selected: list[str]) -> int:
             continue
         started = time.perf_counter()
         print(f"== {short}", flush=True)
-        try:
-            importlib.import_module(module_name).main()
-        except Exception as exc:  # one failing benchmark must not hide the others
+        # Each benchmark gets a fresh process. In a shared one, a runtime loaded by an
+        # earlier benchmark (PyTorch, another OpenMP thread team) slowed later decode rates
+        # to a third.
+        completed = subprocess.run(
+            [sys.executable, "-c", f"from {module_name} import main; main()"], check=False)
+        if completed.returncode != 0:  # one failing benchmark must not hide the others
             failures += 1
-            print(f"!! {short} failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            print(f"!! {short} failed with exit status {completed.returncode}",
+                  file=sys.stderr, flush=True)
         print(f"== {short} took {time.perf_counter() - started:.0f} s", flush=True)
     return 1 if failures else 0
 

@@ -127,7 +127,9 @@ def _greedy_without_eog(model: LlamaModel) -> Any:
 @contextmanager
 def engine_repacking() -> Iterator[None]:
     """Make Llama() repack weights as Enclave's engine does; Llama() has no such option."""
-    default_params = llama_cpp.llama_model_default_params
+    # Llama() calls the function through the bindings module, not the package.
+    bindings = llama_cpp.llama_cpp
+    default_params = bindings.llama_model_default_params
     repack = repack_by_default()
 
     def params() -> Any:
@@ -135,11 +137,11 @@ def engine_repacking() -> Iterator[None]:
         values.use_extra_bufts = repack
         return values
 
-    llama_cpp.llama_model_default_params = params
+    bindings.llama_model_default_params = params
     try:
         yield
     finally:
-        llama_cpp.llama_model_default_params = default_params
+        bindings.llama_model_default_params = default_params
 
 
 def high_level_rate(path: Path, tokens: int, threads: int, flash_attention: str) -> float:

@@ -107,7 +107,8 @@ class PayloadTooLargeError(InvalidRequestError):
         )
 
 
-# Longest model name quoted back in an error; a client can send any string.
+# Maximum characters of a model name quoted back in an error, since a client can send any
+# string.
 MAX_QUOTED_MODEL_CHARS = 200
 
 

@@ -14,7 +14,7 @@ from enclave.errors import PayloadTooLargeError
 
 
 class BodyLimitMiddleware:
-    """Answer 413 in the protocol's error shape when a body exceeds ``limit_bytes``."""
+    """Middleware that rejects a body over ``limit_bytes`` with 413 in the protocol's shape."""
 
     def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
         self.app = app

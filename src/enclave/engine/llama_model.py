@@ -57,7 +57,7 @@ def amx_kernels_built() -> bool:
 
 
 def repack_by_default() -> bool:
-    """Return whether weights are repacked into CPU-specific layouts when no setting says.
+    """Return whether weights are repacked into CPU-specific layouts when no setting chooses.
 
     Repacking is llama.cpp's "extra buffer types": interleaved AVX2/AVX-512 layouts and,
     where the build has them, Intel AMX tiles.
@@ -149,9 +149,9 @@ class LlamaModel:
     def max_token_bytes(self) -> int:
         """Maximum UTF-8 length of a vocabulary entry, special tokens included.
 
-        An entry is never shorter than the text its token matches (a byte token such as
-        <0x0A> or BPE's "Ġ" for a space is longer), so a text of N characters has at least
-        N / max_token_bytes tokens.
+        In SentencePiece and BPE vocabularies an entry is never shorter than the text its
+        token matches (a byte token such as <0x0A> or BPE's "Ġ" for a space is longer), so a
+        text of N characters has at least N / max_token_bytes tokens.
         """
         lengths = (len(llama_cpp.llama_vocab_get_text(self.vocab, token) or b"")
                    for token in range(self.n_vocab))

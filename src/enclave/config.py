@@ -94,7 +94,9 @@ class EngineSettings(Section):
                              "a prefix is then free, but an answer depends on what other slots "
                              "hold, so repeated requests can differ.")
     threads: int | None = Field(None, ge=1, description="CPU threads for decoding. Default: "
-                                "the number of CPU cores available to the process.")
+                                "the number of CPU cores available to the process. llama.cpp's "
+                                "threads spin while they wait, so another busy process on the "
+                                "same cores can slow decoding several times (docs/engine.md).")
     batch_size: int = Field(512, ge=16, description="Maximum tokens in one llama_decode call.")
     prefill_chunk: int = Field(256, ge=8, description="Maximum prompt tokens prefilled per "
                                "step while other sequences are decoding.")

@@ -261,3 +261,26 @@ def test_scheduler_survives_a_failing_sampler(harness: Harness,
     harness.run_until_idle()
     assert harness.finished("healthy").reason == "length"
     harness.assert_nothing_leaked(failed, healthy)
+
+
+def test_decode_runs_on_compute_thread(harness: Harness,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import llama_cpp
+
+    callers: list[str] = []
+    decode = llama_cpp.llama_decode
+
+    def recording_decode(*args: object) -> int:
+        callers.append(threading.current_thread().name)
+        return int(decode(*args))
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording_decode)
+    sequence = harness.submit("compute", "Hello.", max_tokens=3)
+    harness.run_until_idle()
+
+    assert harness.finished("compute").reason == "length"
+    assert callers
+    assert set(callers) == {"enclave-compute"}
+    harness.assert_nothing_leaked(sequence)

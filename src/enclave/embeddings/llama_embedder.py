@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from enclave.embeddings.convert import MAX_SEQ_LENGTH_KEY, WORD_START
 from enclave.embeddings.wordpiece import WordPieceVocabulary
+from enclave.engine import compute
 from enclave.engine.llama_model import LlamaModel
 from enclave.errors import EngineFailure, ModelLoadError
 
@@ -250,7 +251,7 @@ class LlamaEmbedder:
                 index += 1
         batch.n_tokens = index
 
-        status = llama_cpp.llama_encode(context, batch)
+        status = compute.run(llama_cpp.llama_encode, context, batch)
         if status != 0:
             raise EngineFailure(f"llama_encode returned {status} for {len(inputs)} inputs "
                                 f"of {index} tokens")

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 import llama_cpp
 
+from enclave.engine import compute
 from enclave.engine.llama_model import LlamaModel
 from enclave.engine.sampling import SamplerChain
 from enclave.engine.text import TextAssembler
@@ -232,12 +233,12 @@ class Scheduler:
         for position, token in enumerate(warm_tokens):
             self._put(position, token, position, 0, position == len(warm_tokens) - 1)
         self._batch.n_tokens = len(warm_tokens)
-        status = llama_cpp.llama_decode(self._context, self._batch)
+        status = compute.run(llama_cpp.llama_decode, self._context, self._batch)
         if status != 0:
             raise EngineFailure(f"llama_decode returned {status} while warming up")
         self._put(0, warm_tokens[-1], len(warm_tokens), 0, True)
         self._batch.n_tokens = 1
-        llama_cpp.llama_decode(self._context, self._batch)
+        compute.run(llama_cpp.llama_decode, self._context, self._batch)
         # llama.cpp adds decode time to its perf counters when it synchronizes. Without this
         # call, the first request's counters would include the idle time since warm-up.
         llama_cpp.llama_synchronize(self._context)
@@ -564,7 +565,7 @@ class Scheduler:
 
     def _decode(self, added: list[_Added], events: list[tuple[Sequence, Event]]) -> bool:
         """Run the batch; return False when it was undone and must be rebuilt next step."""
-        status = llama_cpp.llama_decode(self._context, self._batch)
+        status = compute.run(llama_cpp.llama_decode, self._context, self._batch)
         if status == 0:
             return True
         if status == 1:

@@ -2,9 +2,9 @@
 
 llama.cpp computes on the CPU with OpenMP, and libgomp keeps one thread team for each thread
 that starts a parallel region. Two calling threads (two loaded models, or a chat model and an
-embedding model) therefore mean two teams, and with more OpenMP threads than cores libgomp
-stops spinning between regions. On 2 cores, with a second model loaded but idle, each model
-decoded at 29 instead of 80 tokens/s. Running every ``llama_decode`` and ``llama_encode`` of
+embedding model) therefore mean two teams. On 2 cores, with a second model loaded but idle,
+each model then decoded at 29 instead of 80 tokens/s (setting OMP_WAIT_POLICY or
+GOMP_SPINCOUNT did not help). Running every ``llama_decode`` and ``llama_encode`` of
 the process on this one thread keeps one team. It also makes steps of different models take
 turns instead of competing for the same cores.
 """

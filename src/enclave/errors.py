@@ -16,6 +16,7 @@ The tree, with the HTTP status each request error maps to::
         ├── ModelNotFoundError         404
         ├── RateLimitError             429 + Retry-After
         │   └── QueueFullError         429 + Retry-After
+        ├── ClientClosedError          499, for the log and audit trail only
         ├── UnsupportedRouteError      501
         ├── EngineUnavailableError     503 + Retry-After
         └── DeadlineExceededError      504
@@ -140,6 +141,17 @@ class QueueFullError(RateLimitError):
             code="queue_full",
             retry_after_s=retry_after_s,
         )
+
+
+class ClientClosedError(RequestError):
+    """The client disconnected before the response; 499 as nginx logs it."""
+
+    status_code = 499
+    error_type = "invalid_request_error"
+
+    def __init__(self) -> None:
+        super().__init__("The client closed the connection, so the generation was cancelled.",
+                         code="client_closed_request")
 
 
 class UnsupportedRouteError(RequestError):

@@ -80,6 +80,8 @@ def test_non_streaming_disconnect_cancels(server: ServerProcess) -> None:
         httpx.post(server.base_url + "/v1/chat/completions", json=long_body(stream=False),
                    timeout=1.0)
     assert wait_until(lambda: slots_active(server) == 0, timeout_s=5)
+    # Logged as 499 (client closed request), not as a server error.
+    assert wait_until(lambda: "POST /v1/chat/completions 499" in server.log(), timeout_s=5)
 
 
 def test_deadline_header_ends_generation(server: ServerProcess) -> None:

@@ -114,3 +114,12 @@ def test_doctor_reports_unlisted_store_host(tmp_path: Path) -> None:
     assert rows["rate-limit store"][0]["status"] == "fail"
     assert "egress guard" in rows["rate-limit store"][0]["detail"].lower()
     assert completed.returncode == 1
+
+
+def test_server_without_probe_is_usage_error(tmp_path: Path) -> None:
+    completed = doctor(tmp_path, "--server", "http://127.0.0.1:9")
+
+    assert completed.returncode == 2
+    # Click may wrap the message inside a box drawn with "│".
+    words = " ".join(completed.stderr.replace("│", " ").split())
+    assert "--server only matters with --probe" in words

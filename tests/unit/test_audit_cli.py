@@ -180,6 +180,20 @@ def test_search_rejects_invalid_time(data_dir: Path) -> None:
     assert "'yesterday' is not an ISO 8601 date or time" in result.output
 
 
+def test_search_rejects_invalid_status(data_dir: Path) -> None:
+    result = invoke("search", "--status", "999x")
+
+    assert result.exit_code == 2
+    assert "'999x' is neither an HTTP status" in result.output
+
+
+def test_search_accepts_status_forms(data_dir: Path) -> None:
+    for status in ("200", "queue_full", "interrupted"):
+        result = invoke("search", "--format", "jsonl", "--status", status)
+        assert result.exit_code == 0, result.output
+        assert result.output.strip(), status
+
+
 def test_purge_nothing_expired(data_dir: Path) -> None:
     result = invoke("purge", "--yes")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -77,6 +78,18 @@ def _time_option(value: str | None, option: str) -> int | None:
         raise typer.BadParameter(
             _("{value!r} is not an ISO 8601 date or time; use e.g. 2025-01-31 or "
               "2025-01-31T12:00:00Z.", value=value), param_hint=option) from None
+
+
+# An HTTP status, an error code such as queue_full, or "interrupted".
+_STATUS_FILTER = re.compile(r"[1-5][0-9]{2}|[a-z][a-z0-9_]*")
+
+
+def _status_option(value: str | None) -> str | None:
+    if value is not None and not _STATUS_FILTER.fullmatch(value):
+        raise typer.BadParameter(
+            _("{value!r} is neither an HTTP status (200), an error code (queue_full) nor "
+              "'interrupted'.", value=value), param_hint="--status")
+    return value
 
 
 @contextmanager
@@ -256,7 +269,8 @@ def search(
 ) -> None:
     """List requests, oldest first, with their outcome."""
     query = SearchFilter(user_id=user, since_us=_time_option(since, "--since"),
-                         until_us=_time_option(until, "--until"), model=model, status=status,
+                         until_us=_time_option(until, "--until"), model=model,
+                         status=_status_option(status),
                          limit=limit)
     settings = load_settings(config)
     with _reading(settings) as store:

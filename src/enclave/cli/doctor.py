@@ -56,6 +56,10 @@ def doctor(
 
     Exits with status 1 if any check fails.
     """
+    if server and not probe:
+        raise typer.BadParameter(_("--server only matters with --probe HOST:PORT, which names "
+                                   "the destination the server should try to reach."),
+                                 param_hint="--server")
     probes = tuple(_parse_probe(text) for text in probe or [])
     settings = load_settings(config)
     egress.install(settings.egress)

@@ -28,7 +28,7 @@ from enclave.api.state import AppState
 from enclave.api.streaming import collect_text
 from enclave.engine.llama_engine import Generation, LlamaEngine
 from enclave.engine.types import Finished, TextDelta
-from enclave.errors import ContextLengthError, EngineUnavailableError, InvalidRequestError
+from enclave.errors import ClientClosedError, ContextLengthError, InvalidRequestError
 from enclave.output.parser import (
     ChatOutput,
     ChatOutputParser,
@@ -215,7 +215,7 @@ async def _respond(request: Request, body: GenerationBody, generation: Generatio
                                  media_type=NDJSON_MEDIA_TYPE)
     text, finished = await collect_text(request, generation)
     if finished.reason == "cancelled":
-        raise EngineUnavailableError("The generation was cancelled.", code="cancelled")
+        raise ClientClosedError()
     output = ChatOutput()
     collect(parser.push(text), output)
     collect(parser.finish(), output)

@@ -29,7 +29,7 @@ from enclave.api.privacy import last_user_text
 from enclave.api.restoring import output_parser
 from enclave.api.state import AppState
 from enclave.api.streaming import SSE_HEADERS, collect_text
-from enclave.errors import EngineUnavailableError, UnsupportedParameterError
+from enclave.errors import ClientClosedError, UnsupportedParameterError
 from enclave.output.parser import ChatOutput, collect
 from enclave.output.plan import ChatSpec, OutputFormat, ToolChoice, plan_chat
 
@@ -140,7 +140,7 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest,
 
     text, finished = await collect_text(request, generation)
     if finished.reason == "cancelled":
-        raise EngineUnavailableError("The generation was cancelled.", code="cancelled")
+        raise ClientClosedError()
     output = ChatOutput()
     collect(parser.push(text), output)
     collect(parser.finish(), output)

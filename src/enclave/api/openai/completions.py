@@ -22,7 +22,7 @@ from enclave.api.state import AppState
 from enclave.api.streaming import DONE, SSE_HEADERS, collect_text, sse, sse_error
 from enclave.engine.llama_engine import Generation
 from enclave.engine.types import Finished, TextDelta
-from enclave.errors import EngineUnavailableError
+from enclave.errors import ClientClosedError
 from enclave.policy import ProtectedRequest
 
 
@@ -57,7 +57,7 @@ async def create_completion(request: Request, body: CompletionRequest,
 
     text, finished = await collect_text(request, generation)
     if finished.reason == "cancelled":
-        raise EngineUnavailableError("The generation was cancelled.", code="cancelled")
+        raise ClientClosedError()
     return JSONResponse({
         **head,
         "choices": [{"index": 0, "text": protected.output_for_caller(text), "logprobs": None,

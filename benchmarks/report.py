@@ -17,6 +17,11 @@ PAGE = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
 # Result name, heading, and the document that explains the benchmark. Results that are
 # missing are listed as not run.
+NOTES = {
+    "quantization": "The F32 reference was converted from the shipped Q4_1, so Q4_1 looks "
+                    "nearly lossless and the K-quant rows come out in an unusual order; "
+                    "quantization.md explains both.",
+}
 SECTIONS = [
     ("serving", "Serving: continuous batching and prefix cache", "engine.md"),
     ("serving-flash-on", "Serving with flash attention on", "engine.md"),
@@ -36,6 +41,8 @@ The numbers of the last `make bench` run, one section per benchmark. Each sectio
 machine it ran on; numbers from different machines do not compare. The linked document
 explains what each benchmark measures and what the numbers mean. `make bench` rewrites this
 page at the end; `.venv/bin/python -m benchmarks.report` rebuilds it from the stored results.
+Rates are medians of a few runs on a VM that other jobs may share, so differences of a few
+percent are noise: a server stream has measured 102% of the raw decode rate it wraps.
 """
 
 
@@ -68,6 +75,8 @@ def section(name: str, heading: str, document: str) -> str:
 
     machine = json.loads(json_path.read_text()).get("machine", {})
     lines += [describe_machine(machine), f"Details: [{document}]({document}).", ""]
+    if name in NOTES:
+        lines += [NOTES[name], ""]
     lines.append(demote_headings(markdown_path.read_text().strip()))
     lines.append("")
     return "\n".join(lines)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -270,6 +271,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="off is the server's default on the CPU (reproducible answers)")
     args = parser.parse_args(argv if argv is not None else [])
 
+    load_before = os.getloadavg()[0]
     path = default_chat_model()
     model = LlamaModel(path)
     flash = args.flash_attention
@@ -292,7 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     raw_1 = (before[0] + after[0]) / 2
     raw_8 = (before[1] + after[1]) / 2
 
+    load_after = os.getloadavg()[0]
     results = {
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(load_after, 2),
         "model": DEFAULT_MODEL,
         "threads": args.threads,
         "flash_attention": flash,
@@ -332,8 +337,9 @@ def main(argv: list[str] | None = None) -> None:
          f"{ratios['prefix_second_vs_first_ttft']:.0%} (target <= 25%)"],
     ]
     markdown = (f"Serving benchmark: {DEFAULT_MODEL}, {args.threads} threads, flash attention "
-                f"{flash}, {args.tokens} tokens per stream, greedy, median of {args.repeats}."
-                "\n\n"
+                f"{flash}, {args.tokens} tokens per stream, greedy, median of {args.repeats}. "
+                f"Load average (1 min) {load_before:.2f} before, {load_after:.2f} after; raw "
+                "rates are the mean of a run before and one after the server rows.\n\n"
                 + markdown_table(["measure", "value", "against target"], rows))
     name = "serving" if flash == "off" else f"serving-flash-{flash}"
     path_md = write_results(name, {"results": results, "ratios": ratios}, markdown)

@@ -182,7 +182,7 @@ class DeadlineExceededError(RequestError):
 def reason(error: BaseException) -> str:
     """Return an exception's message on one line and without a final period.
 
-    Messages of drivers and parsers often end with a period or span lines; this form can be
+    Messages of drivers and parsers often end with a period or span lines. This form can be
     quoted inside a sentence that ends with its own period.
     """
     return " ".join(str(error).split()).rstrip(".")

@@ -43,8 +43,8 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
                      embeddings=create_embedding_service(settings.embeddings, settings.data_dir))
     if state.embeddings:
         state.stats_providers["embeddings"] = state.embeddings
-    state.access = AccessControl.from_settings(settings)
-    access_observer = AccessObserver(state.access)
+    access = state.access = AccessControl.from_settings(settings)
+    access_observer = AccessObserver(access)
     # First, so a model outside the key's scope is rejected before other observers record it.
     state.observers.insert(0, access_observer)
     # Before the audit observer: it counts the personal data in a response for the close
@@ -72,7 +72,7 @@ def create_app(settings: Settings, pool: EnginePool | None = None) -> FastAPI:
             if state.embeddings:
                 await state.embeddings.close()
             await access_observer.drain()
-            await state.access.close()
+            await access.close()
             if state.audit:
                 # close() commits what is queued and signs a last checkpoint. It blocks, so it
                 # runs in a thread.

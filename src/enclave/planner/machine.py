@@ -37,7 +37,7 @@ def _nvidia_gpus() -> tuple[list[Gpu], str]:
     nvidia-ml-py API but have not met a real GPU here.
     """
     try:
-        import pynvml  # type: ignore[import-untyped]
+        import pynvml  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         return [], _("nvidia-ml-py is not installed ({command})",
                      command=".venv/bin/pip install nvidia-ml-py")

@@ -78,6 +78,14 @@ def test_deeply_nested_json_is_400(server: ServerProcess) -> None:
     assert "too deeply" in response.json()["error"]["message"]
 
 
+def test_integer_of_5000_digits_is_400(server: ServerProcess) -> None:
+    body = (f'{{"model": "{DEFAULT_MODEL}", "messages": [], "max_tokens": 1'
+            + "0" * 5000 + "}")
+    for path in ("/v1/chat/completions", "/api/show"):
+        response = post_json_text(server, path, body)
+        assert response.status_code == 400, (path, response.text)
+
+
 def test_empty_completion_prompt_keeps_engine(server: ServerProcess) -> None:
     response = server.post("/v1/completions",
                            json={"model": DEFAULT_MODEL, "prompt": "", "max_tokens": 2})

@@ -39,6 +39,7 @@ PARAM = "response_format"
          ["maxLength", "schema.items"]),
         ({"type": "string", "pattern": "^a{2,100000}$"}, ["pattern"]),
         ({"type": "string", "pattern": "^a{100000,}$"}, ["pattern"]),
+        ({"type": "string", "pattern": "^a{" + "9" * 5000 + "}$"}, ["pattern"]),
     ],
 )
 def test_schema_count_above_limit_rejected(schema: dict[str, Any], words: list[str]) -> None:

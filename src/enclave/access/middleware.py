@@ -157,7 +157,7 @@ async def _read_show_model(receive: Receive) -> tuple[Receive, str | None]:
 
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # JSON and UTF-8 errors are ValueErrors
         return replay, None  # the route reports the malformed body itself
     if not isinstance(data, dict):
         return replay, None

@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from enclave.api.lifecycle import note_error
-from enclave.errors import InvalidRequestError, RequestError
+from enclave.errors import InvalidRequestError, RequestError, reason
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,10 @@ async def parse_body(request: Request, model: type[ModelT]) -> ModelT:
             if isinstance(exc, json.JSONDecodeError) else "The request body is not UTF-8 JSON.",
             code="invalid_json",
         ) from None
+    except ValueError as exc:
+        # Python rejects integers of more than 4300 digits (sys.get_int_max_str_digits()).
+        raise InvalidRequestError(f"The request body is not valid JSON ({reason(exc)}).",
+                                  code="invalid_json") from None
     except RecursionError:
         raise InvalidRequestError(
             "The request body nests JSON arrays or objects too deeply to parse. Send a "

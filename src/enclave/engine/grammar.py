@@ -208,9 +208,10 @@ def _is_too_large(keyword: str, value: Any) -> bool:
     if keyword == "pattern":
         if not isinstance(value, str):
             return False
-        bounds = [int(number) for pair in _PATTERN_BOUNDS.findall(value)
-                  for number in pair if number]
-        return bool(bounds) and max(bounds) > MAX_REPETITIONS
+        numbers = [number for pair in _PATTERN_BOUNDS.findall(value)
+                   for number in pair if number]
+        # The length test comes first: int() rejects strings of more than 4300 digits.
+        return any(len(number) > 6 or int(number) > MAX_REPETITIONS for number in numbers)
     return keyword in _COUNT_KEYWORDS and isinstance(value, int | float) and (
         value > MAX_REPETITIONS)
 
